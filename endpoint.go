@@ -1,0 +1,286 @@
+package tokenauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// maxBodySize is the largest request body the endpoint reads.
+const maxBodySize = 64 << 10
+
+// authRequest is every field a POST to the endpoint may carry, in the
+// shapes FeathersJS clients send.
+type authRequest struct {
+	Strategy     string `json:"strategy"`
+	Email        string `json:"email"`
+	Username     string `json:"username"`
+	Password     string `json:"password"`
+	AccessToken  string `json:"accessToken"`
+	Action       string `json:"action"`
+	RefreshToken string `json:"refreshToken"`
+	// refresh_token is the shape of the seed's refresh request.
+	RefreshTokenSnake string `json:"refresh_token"`
+}
+
+// refreshToken returns whichever refresh token field was sent.
+func (a *authRequest) refreshToken() string {
+	if a.RefreshToken != "" {
+		return a.RefreshToken
+	}
+	return a.RefreshTokenSnake
+}
+
+// authResult is the answer to a successful authentication, as Feathers'
+// authentication service gives it.
+type authResult struct {
+	AccessToken    string         `json:"accessToken"`
+	RefreshToken   string         `json:"refreshToken,omitempty"`
+	Authentication authInfo       `json:"authentication"`
+	User           map[string]any `json:"user"`
+}
+
+type authInfo struct {
+	Strategy    string         `json:"strategy"`
+	AccessToken string         `json:"accessToken"`
+	Payload     map[string]any `json:"payload"`
+}
+
+// readBody reads a request body of at most maxBodySize bytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodySize))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, newAPIError(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body larger than %d bytes", maxBodySize))
+	}
+	if err != nil {
+		return nil, newAPIError(http.StatusBadRequest, "Could not read request body")
+	}
+	return body, nil
+}
+
+// decodeAuthRequest parses a JSON body strictly: one object whose fields
+// are all strings.
+func decodeAuthRequest(body []byte) (*authRequest, error) {
+	var req authRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&req); err != nil {
+		return nil, newAPIError(http.StatusBadRequest, "Malformed JSON body: "+err.Error())
+	}
+	if dec.More() {
+		return nil, newAPIError(http.StatusBadRequest, "Malformed JSON body: trailing data")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, newAPIError(http.StatusBadRequest, "Malformed JSON body: trailing data")
+	}
+	return &req, nil
+}
+
+// handlePost answers POST {endpoint}: login, re-authentication and refresh.
+func (ta *TokenAuth) handlePost(w http.ResponseWriter, r *http.Request) error {
+	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mediaType != "application/json" {
+		return writeError(w, newAPIError(http.StatusUnsupportedMediaType, "Send application/json"))
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		return ta.answerError(w, r, err)
+	}
+	req, err := decodeAuthRequest(body)
+	if err != nil {
+		return ta.answerError(w, r, err)
+	}
+	result, err := ta.authenticate(r, req)
+	if err != nil {
+		return ta.answerError(w, r, err)
+	}
+	return writeJSON(w, http.StatusCreated, result)
+}
+
+// authenticate carries out a parsed POST request.
+func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResult, error) {
+	switch {
+	case req.Action == "refresh" || req.Strategy == "refresh":
+		return ta.refresh(r, req.refreshToken())
+	case req.Strategy == "local":
+		return ta.login(r, req)
+	case req.Strategy == "jwt":
+		return ta.reauthenticate(req.AccessToken)
+	default:
+		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
+	}
+}
+
+// login checks a password and opens a new session.
+func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, error) {
+	loginName, isEmail := req.Username, false
+	if req.Email != "" {
+		loginName, isEmail = req.Email, true
+	}
+	user, err := ta.users.authenticate(loginName, req.Password, isEmail)
+	if err != nil {
+		return nil, err
+	}
+	if user == nil {
+		ta.logger.Info("login failed", zap.String("user", loginName), zap.String("client_ip", clientIP(r)))
+		return nil, errInvalidLogin()
+	}
+	session, err := ta.openSession(r.Context(), user)
+	if err != nil {
+		return nil, err
+	}
+	ta.logger.Info("login succeeded", zap.String("user", user.ID), zap.String("sid", session.ID), zap.String("client_ip", clientIP(r)))
+	return ta.issuePair(user, session, "local")
+}
+
+func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
+	now := ta.now()
+	s := Session{
+		ID:         randomID(),
+		User:       user.ID,
+		Created:    now,
+		LastUsed:   now,
+		Expires:    now.Add(time.Duration(ta.SessionTTL)),
+		Generation: 1,
+		IdleTTL:    time.Duration(ta.IdleTTL),
+	}
+	return s, ta.realm.store.Create(ctx, s)
+}
+
+// issuePair signs an access and a refresh token for the session's current
+// generation.
+func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
+	access, claims, err := ta.tokens.issueAccess(user, s.ID, s.deadline())
+	if err != nil {
+		return nil, fmt.Errorf("signing access token: %w", err)
+	}
+	refresh, err := ta.tokens.issueRefresh(s)
+	if err != nil {
+		return nil, fmt.Errorf("signing refresh token: %w", err)
+	}
+	return &authResult{
+		AccessToken:    access,
+		RefreshToken:   refresh,
+		Authentication: authInfo{Strategy: strategy, AccessToken: access, Payload: claims.payload()},
+		User:           user.publicUser(),
+	}, nil
+}
+
+// refresh rotates a session: the presented refresh token must be of the
+// current generation (or the previous one within reuse_grace).
+func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
+	claims, err := ta.tokens.verifyRefresh(raw)
+	if err != nil {
+		return nil, errNotAuthenticated()
+	}
+	s, outcome, err := ta.realm.store.Rotate(r.Context(), claims.SID, claims.Generation, ta.now(), time.Duration(*ta.ReuseGrace))
+	if errors.Is(err, ErrSessionNotFound) {
+		return nil, errNotAuthenticated()
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch outcome {
+	case reused:
+		ta.realm.revoked.add(s.ID, s.deadline())
+		ta.logger.Warn("refresh token reused; session revoked",
+			zap.String("user", s.User), zap.String("sid", s.ID),
+			zap.Uint64("presented_generation", claims.Generation), zap.Uint64("current_generation", s.Generation),
+			zap.String("client_ip", clientIP(r)))
+		return nil, errTokenReused()
+	case refusedRevoked, refusedExpired:
+		return nil, errNotAuthenticated()
+	}
+	user := ta.users.byID(s.User)
+	if user == nil {
+		// the account was removed: its sessions end with it
+		if err := ta.revokeSession(r.Context(), s.ID); err != nil {
+			return nil, err
+		}
+		return nil, errNotAuthenticated()
+	}
+	return ta.issuePair(user, s, "refresh")
+}
+
+// reauthenticate answers Feathers' reAuthenticate: the same access token
+// back, with its payload and user, if it is still accepted.
+func (ta *TokenAuth) reauthenticate(raw string) (*authResult, error) {
+	claims, user, err := ta.acceptAccess(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &authResult{
+		AccessToken:    raw,
+		Authentication: authInfo{Strategy: "jwt", AccessToken: raw, Payload: claims.payload()},
+		User:           user.publicUser(),
+	}, nil
+}
+
+// acceptAccess verifies an access token, checks its session is not revoked
+// and its user still exists.
+func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
+	claims, err := ta.tokens.verifyAccess(raw)
+	if err != nil || ta.realm.revoked.has(claims.SID) {
+		return nil, nil, errNotAuthenticated()
+	}
+	user := ta.users.byID(claims.Subject)
+	if user == nil {
+		return nil, nil, errNotAuthenticated()
+	}
+	return claims, user, nil
+}
+
+// handleLogout answers DELETE {endpoint}: revokes the session of the
+// presented access token, or with ?scope=global every session of its user.
+func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
+	raw := ta.accessTokenFrom(r)
+	claims, user, err := ta.acceptAccess(raw)
+	if err != nil {
+		return ta.answerError(w, r, err)
+	}
+	if r.URL.Query().Get("scope") == "global" {
+		err = ta.revokeUser(r.Context(), claims.Subject)
+	} else {
+		err = ta.revokeSession(r.Context(), claims.SID)
+	}
+	if err != nil {
+		return ta.answerError(w, r, err)
+	}
+	ta.logger.Info("logout", zap.String("user", claims.Subject), zap.String("sid", claims.SID),
+		zap.String("scope", r.URL.Query().Get("scope")), zap.String("client_ip", clientIP(r)))
+	return writeJSON(w, http.StatusOK, &authResult{
+		AccessToken:    raw,
+		Authentication: authInfo{Strategy: "jwt", AccessToken: raw, Payload: claims.payload()},
+		User:           user.publicUser(),
+	})
+}
+
+// revokeSession revokes one session in the store and in this process.
+func (ta *TokenAuth) revokeSession(ctx context.Context, sid string) error {
+	if err := ta.realm.store.Revoke(ctx, sid); err != nil {
+		return err
+	}
+	ta.realm.revoked.add(sid, ta.now().Add(time.Duration(ta.AccessTTL)))
+	return nil
+}
+
+// revokeUser revokes every session of a user.
+func (ta *TokenAuth) revokeUser(ctx context.Context, user string) error {
+	ids, err := ta.realm.store.RevokeUser(ctx, user)
+	if err != nil {
+		return err
+	}
+	until := ta.now().Add(time.Duration(ta.AccessTTL))
+	for _, sid := range ids {
+		ta.realm.revoked.add(sid, until)
+	}
+	return nil
+}

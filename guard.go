@@ -1,0 +1,99 @@
+package tokenauth
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// guard lets a request through only with an accepted access token, and
+// hands the identity on as placeholders.
+func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	raw := ta.accessTokenFrom(r)
+	if raw == "" {
+		return ta.refuse(w, "")
+	}
+	claims, err := ta.tokens.verifyAccess(raw)
+	if err != nil || ta.realm.revoked.has(claims.SID) {
+		return ta.refuse(w, "invalid_token")
+	}
+	if len(ta.RequireRoles) > 0 && !hasAnyRole(claims.Roles, ta.RequireRoles) {
+		return writeError(w, newAPIError(http.StatusForbidden, "Missing a required role"))
+	}
+	setIdentityPlaceholders(r, claims)
+	return next.ServeHTTP(w, r)
+}
+
+// refuse answers 401 with a Bearer challenge (RFC 6750).
+func (ta *TokenAuth) refuse(w http.ResponseWriter, bearerError string) error {
+	challenge := fmt.Sprintf("Bearer realm=%q", ta.Realm)
+	if bearerError != "" {
+		challenge += fmt.Sprintf(", error=%q", bearerError)
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	return writeError(w, errNotAuthenticated())
+}
+
+// accessTokenFrom takes the access token from the Authorization header
+// (schemes Bearer and JWT, or a bare token).
+func (ta *TokenAuth) accessTokenFrom(r *http.Request) string {
+	return tokenFromAuthorization(r.Header.Get("Authorization"))
+}
+
+func tokenFromAuthorization(h string) string {
+	h = strings.TrimSpace(h)
+	scheme, rest, found := strings.Cut(h, " ")
+	if !found {
+		return h // a bare token
+	}
+	if strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "JWT") {
+		return strings.TrimSpace(rest)
+	}
+	return ""
+}
+
+func hasAnyRole(have, want []string) bool {
+	for _, w := range want {
+		for _, h := range have {
+			if w == h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setIdentityPlaceholders exposes the token's identity to later handlers.
+func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", c.Subject)
+	repl.Set("http.auth.user.sid", c.SID)
+	repl.Set("http.auth.user.email", c.Email)
+	repl.Set("http.auth.user.name", c.Name)
+	repl.Set("http.auth.user.roles", strings.Join(c.Roles, ","))
+	for k, v := range c.Extra {
+		repl.Set("http.auth.user."+k, claimString(v))
+	}
+}
+
+// claimString renders a custom claim for a placeholder: lists comma-joined.
+func claimString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			parts[i] = claimString(e)
+		}
+		return strings.Join(parts, ",")
+	default:
+		return fmt.Sprint(v)
+	}
+}

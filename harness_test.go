@@ -1,0 +1,293 @@
+package tokenauth
+
+// The end-to-end harness: tests build the real Caddy binary of cmd/caddy
+// once per test run and start it as a separate process, so they exercise
+// exactly what operators run, including restarts and reloads.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+var (
+	caddyBinOnce sync.Once
+	caddyBinPath string
+	caddyBinErr  error
+)
+
+// caddyBinary builds cmd/caddy once per test process.
+func caddyBinary(t testing.TB) string {
+	t.Helper()
+	caddyBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "token-auth-caddy-")
+		if err != nil {
+			caddyBinErr = err
+			return
+		}
+		caddyBinPath = filepath.Join(dir, "caddy")
+		out, err := exec.Command("go", "build", "-o", caddyBinPath, "./cmd/caddy").CombinedOutput()
+		if err != nil {
+			caddyBinErr = fmt.Errorf("building caddy: %v\n%s", err, out)
+		}
+	})
+	if caddyBinErr != nil {
+		t.Fatal(caddyBinErr)
+	}
+	return caddyBinPath
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// testHash returns a cheap bcrypt hash (cost 4) so tests stay fast; the
+// format is what `caddy hash-password` prints.
+func testHash(t testing.TB, password string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// caddyProc is one running Caddy process.
+type caddyProc struct {
+	t        testing.TB
+	bin      string
+	dir      string // working directory; holds the Caddyfile and data
+	adminURL string
+	BaseURL  string // http://127.0.0.1:<port>
+	Port     int
+	env      []string
+	cmd      *exec.Cmd
+	logs     *syncBuffer
+}
+
+// syncBuffer collects a process's output safely across goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// caddyOptions tunes a started Caddy.
+type caddyOptions struct {
+	Dir string   // share a working/data directory with another process
+	Env []string // extra environment, KEY=VALUE
+}
+
+// startCaddy writes a Caddyfile whose site block is body, served on a
+// fresh port over plain HTTP, and starts Caddy with it. In body, {PORT}
+// and {DIR} are replaced by the port and the working directory. Global
+// options may be given in globals. The process is stopped when the test ends.
+func startCaddy(t testing.TB, globals, body string, opts ...caddyOptions) *caddyProc {
+	t.Helper()
+	var o caddyOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	p := &caddyProc{t: t, bin: caddyBinary(t), dir: o.Dir, Port: freePort(t), env: o.Env}
+	p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", p.Port)
+	p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	p.writeCaddyfile(globals, body)
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *caddyProc) writeCaddyfile(globals, body string) {
+	p.t.Helper()
+	cfg := fmt.Sprintf(`{
+	admin %s
+	storage file_system %s
+	log {
+		output stderr
+		format json
+		level DEBUG
+	}
+	%s
+}
+
+http://127.0.0.1:%d {
+%s
+}
+`, strings.TrimPrefix(p.adminURL, "http://"), filepath.Join(p.dir, "storage"), globals, p.Port, body)
+	cfg = strings.NewReplacer("{PORT}", fmt.Sprint(p.Port), "{DIR}", p.dir).Replace(cfg)
+	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(cfg), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *caddyProc) start() {
+	p.t.Helper()
+	p.logs = new(syncBuffer)
+	p.cmd = exec.Command(p.bin, "run", "--config", filepath.Join(p.dir, "Caddyfile"), "--adapter", "caddyfile")
+	p.cmd.Dir = p.dir
+	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(p.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(p.dir, "xdg-config"), "HOME="+p.dir)
+	p.cmd.Env = append(p.cmd.Env, p.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.waitReady()
+}
+
+// waitReady polls the site until it answers, bounded in time.
+func (p *caddyProc) waitReady() {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if p.cmd.ProcessState != nil {
+			break
+		}
+		resp, err := http.Get(p.adminURL + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			conn, err := net.DialTimeout("tcp", strings.TrimPrefix(p.BaseURL, "http://"), time.Second)
+			if err == nil {
+				conn.Close()
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("caddy did not become ready; logs:\n%s", p.logs.String())
+}
+
+// stop ends the process gracefully (as `caddy stop` would).
+func (p *caddyProc) stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	if resp, err := http.Post(p.adminURL+"/stop", "", nil); err == nil {
+		resp.Body.Close()
+	}
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+	p.cmd = nil
+}
+
+// restart stops the process and starts it again with the same config.
+func (p *caddyProc) restart() {
+	p.t.Helper()
+	p.stop()
+	p.start()
+}
+
+// reload rewrites the Caddyfile and loads it through the admin API, as
+// `caddy reload` does.
+func (p *caddyProc) reload(globals, body string) {
+	p.t.Helper()
+	p.writeCaddyfile(globals, body)
+	out, err := exec.Command(p.bin, "reload", "--config", filepath.Join(p.dir, "Caddyfile"), "--adapter", "caddyfile", "--address", strings.TrimPrefix(p.adminURL, "http://")).CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("caddy reload: %v\n%s\nlogs:\n%s", err, out, p.logs.String())
+	}
+}
+
+// Logs returns everything the process printed so far.
+func (p *caddyProc) Logs() string { return p.logs.String() }
+
+// apiResponse is a decoded JSON answer.
+type apiResponse struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+	Raw    string
+}
+
+// do sends a request and decodes a JSON answer; body may be nil, a string
+// (sent as is) or anything else (sent as JSON).
+func (p *caddyProc) do(method, path string, body any, header ...string) apiResponse {
+	p.t.Helper()
+	var rd io.Reader
+	contentType := ""
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+		contentType = "application/json"
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+		contentType = "application/json"
+	}
+	req, err := http.NewRequest(method, p.BaseURL+path, rd)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := apiResponse{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.Body)
+	return out
+}
+
+// str returns a string field of a decoded answer, following dotted paths.
+func (a apiResponse) str(path string) string {
+	var cur any = a.Body
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return ""
+		}
+		cur = m[k]
+	}
+	s, _ := cur.(string)
+	return s
+}

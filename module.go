@@ -1,0 +1,217 @@
+// Package tokenauth is a Caddy HTTP handler that logs users in with a
+// password, issues short-lived JWT access tokens and rotating refresh
+// tokens, and guards routes with them.
+package tokenauth
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(TokenAuth{})
+	httpcaddyfile.RegisterDirective("token_auth", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("token_auth", httpcaddyfile.Before, "basic_auth")
+}
+
+// Defaults of the lifetimes.
+const (
+	defaultRealm      = "default"
+	defaultEndpoint   = "/authentication"
+	defaultIssuer     = "caddy-token-auth"
+	defaultAccessTTL  = 15 * time.Minute
+	defaultSessionTTL = 720 * time.Hour
+	defaultIdleTTL    = 168 * time.Hour
+	defaultReuseGrace = 10 * time.Second
+)
+
+// TokenAuth serves an authentication endpoint (password login, refresh
+// token rotation, logout) and guards the requests it handles with the
+// access tokens it issues. The identity of an accepted request is available
+// to later handlers as `{http.auth.user.*}` placeholders.
+type TokenAuth struct {
+	// Realm names a set of users, keys and sessions. Handlers naming the
+	// same realm share sessions and keys. Default: `default`.
+	Realm string `json:"realm,omitempty"`
+
+	// Endpoint is the path of the authentication endpoint, always reachable
+	// without a token. Default: `/authentication`.
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// SigningKey signs new tokens.
+	SigningKey *KeyConfig `json:"signing_key,omitempty"`
+
+	// VerifyKeys verify tokens but never sign: keep the previous signing key
+	// here while rotating keys, so nobody is logged out.
+	VerifyKeys []KeyConfig `json:"verify_keys,omitempty"`
+
+	// Issuer is the `iss` claim, set on every token and checked on every
+	// token. Default: `caddy-token-auth`.
+	Issuer string `json:"issuer,omitempty"`
+
+	// Audience is the `aud` claim, set and checked. Default: the realm name,
+	// so tokens of one realm are never accepted by another.
+	Audience string `json:"audience,omitempty"`
+
+	// AccessTTL is how long an access token is valid. Default: 15m.
+	AccessTTL caddy.Duration `json:"access_ttl,omitempty"`
+
+	// SessionTTL is the absolute lifetime of a login session: no refresh
+	// extends it. Default: 720h (30 days).
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+
+	// IdleTTL ends a session not refreshed for this long. Default: 168h.
+	IdleTTL caddy.Duration `json:"idle_ttl,omitempty"`
+
+	// ReuseGrace is how long after a rotation the previous refresh token is
+	// still answered (with the current tokens, without a new rotation), so
+	// that two tabs refreshing at once are not mistaken for theft. Any
+	// older refresh token, or the previous one after this window, revokes
+	// the whole session. Default: 10s; 0 disables the grace.
+	ReuseGrace *caddy.Duration `json:"reuse_grace,omitempty"`
+
+	// Users who may log in.
+	Users []User `json:"users,omitempty"`
+
+	// UsersFile is a file of users, JSON (`{"users":[...]}`) or htpasswd
+	// (`id:hash` lines), re-read when it changes on disk. A broken file
+	// keeps the last good list.
+	UsersFile string `json:"users_file,omitempty"`
+
+	// Store keeps sessions. Default: an embedded bolt database under
+	// Caddy's data directory.
+	Store *StoreConfig `json:"store,omitempty"`
+
+	// RequireRoles lets through only users with at least one of these
+	// roles; others get 403.
+	RequireRoles []string `json:"require_roles,omitempty"`
+
+	realm    *realmState
+	storeCfg StoreConfig
+	tokens   *tokenService
+	users    *userDirectory
+	logger   *zap.Logger
+	now      func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (TokenAuth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.token_auth",
+		New: func() caddy.Module { return new(TokenAuth) },
+	}
+}
+
+// Provision fills defaults, loads keys and users, and opens (or joins) the
+// realm's shared state.
+func (ta *TokenAuth) Provision(ctx caddy.Context) error {
+	ta.logger = ctx.Logger()
+	ta.now = time.Now
+	ta.applyDefaults()
+
+	if ta.SigningKey == nil {
+		return fmt.Errorf("signing_key is required")
+	}
+	keys, err := newKeyRing(*ta.SigningKey, ta.VerifyKeys)
+	if err != nil {
+		return err
+	}
+	ta.tokens = newTokenService(keys, ta.Issuer, ta.Audience, time.Duration(ta.AccessTTL))
+
+	usersFile := caddy.NewReplacer().ReplaceKnown(ta.UsersFile, "")
+	ta.users, err = newUserDirectory(ta.Users, usersFile, ta.logger)
+	if err != nil {
+		return err
+	}
+
+	ta.storeCfg = ta.Store.resolvedOrDefault()
+	if err := ta.storeCfg.validate(); err != nil {
+		return err
+	}
+	ta.realm, err = acquireRealm(ctx, ta.Realm, ta.storeCfg, ta.logger)
+	if err != nil {
+		return fmt.Errorf("opening session store: %w", err)
+	}
+	return nil
+}
+
+func (ta *TokenAuth) applyDefaults() {
+	if ta.Realm == "" {
+		ta.Realm = defaultRealm
+	}
+	if ta.Endpoint == "" {
+		ta.Endpoint = defaultEndpoint
+	}
+	ta.Endpoint = strings.TrimSuffix(ta.Endpoint, "/")
+	if ta.Issuer == "" {
+		ta.Issuer = defaultIssuer
+	}
+	if ta.Audience == "" {
+		ta.Audience = ta.Realm
+	}
+	setDefault(&ta.AccessTTL, defaultAccessTTL)
+	setDefault(&ta.SessionTTL, defaultSessionTTL)
+	setDefault(&ta.IdleTTL, defaultIdleTTL)
+	if ta.ReuseGrace == nil {
+		grace := caddy.Duration(defaultReuseGrace)
+		ta.ReuseGrace = &grace
+	}
+}
+
+func setDefault(d *caddy.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = caddy.Duration(def)
+	}
+}
+
+// resolvedOrDefault resolves a possibly absent store config.
+func (c *StoreConfig) resolvedOrDefault() StoreConfig {
+	if c == nil {
+		return StoreConfig{}.resolved()
+	}
+	return c.resolved()
+}
+
+// Validate checks that the lifetimes fit together.
+func (ta *TokenAuth) Validate() error {
+	if !strings.HasPrefix(ta.Endpoint, "/") {
+		return fmt.Errorf("endpoint must be a path starting with /, got %q", ta.Endpoint)
+	}
+	for name, d := range map[string]caddy.Duration{
+		"access_ttl": ta.AccessTTL, "session_ttl": ta.SessionTTL, "idle_ttl": ta.IdleTTL,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s must be positive", name)
+		}
+	}
+	if *ta.ReuseGrace < 0 {
+		return fmt.Errorf("reuse_grace must not be negative")
+	}
+	if ta.AccessTTL > ta.IdleTTL || ta.AccessTTL > ta.SessionTTL {
+		return fmt.Errorf("access_ttl (%s) must not exceed idle_ttl or session_ttl", time.Duration(ta.AccessTTL))
+	}
+	return nil
+}
+
+// Cleanup releases the realm's shared state; the last handler using it
+// closes the store.
+func (ta *TokenAuth) Cleanup() error {
+	if ta.realm == nil {
+		return nil
+	}
+	return releaseRealm(ta.Realm, ta.storeCfg)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*TokenAuth)(nil)
+	_ caddy.Validator             = (*TokenAuth)(nil)
+	_ caddy.CleanerUpper          = (*TokenAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*TokenAuth)(nil)
+)

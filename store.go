@@ -1,0 +1,117 @@
+package tokenauth
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Session is the server-side state of one login: the refresh token family.
+// It holds no token strings, only what is needed to decide whether a
+// presented refresh token is current, a racing duplicate or a stolen copy.
+type Session struct {
+	ID         string    `json:"sid"`
+	User       string    `json:"user"`
+	Created    time.Time `json:"created"`
+	LastUsed   time.Time `json:"last_used"`
+	Expires    time.Time `json:"expires"`
+	Generation uint64    `json:"generation"`
+	RotatedAt  time.Time `json:"rotated_at"`
+	Revoked    bool      `json:"revoked"`
+	// IdleTTL is kept with the session so that a store can expire it
+	// without knowing the realm's configuration.
+	IdleTTL time.Duration `json:"idle_ttl"`
+}
+
+// deadline is the moment the session stops being refreshable, whichever
+// of its absolute and idle lifetimes runs out first.
+func (s Session) deadline() time.Time {
+	d := s.Expires
+	if s.IdleTTL > 0 {
+		if idle := s.LastUsed.Add(s.IdleTTL); idle.Before(d) {
+			d = idle
+		}
+	}
+	return d
+}
+
+// Store keeps sessions. Implementations must make Rotate atomic: two
+// concurrent calls for the same session see each other's effects.
+type Store interface {
+	// Create saves a new session.
+	Create(ctx context.Context, s Session) error
+	// Get returns a session, or ErrSessionNotFound.
+	Get(ctx context.Context, sid string) (Session, error)
+	// Rotate applies decideRotation to the session atomically and returns
+	// the session as it is afterwards, with the decision's outcome.
+	Rotate(ctx context.Context, sid string, presented uint64, now time.Time, grace time.Duration) (Session, rotation, error)
+	// Revoke marks one session revoked. Revoking an unknown session is not an error.
+	Revoke(ctx context.Context, sid string) error
+	// RevokeUser revokes every session of a user and returns their ids.
+	RevokeUser(ctx context.Context, user string) ([]string, error)
+	// ListUser returns a user's sessions, revoked ones included, until they expire.
+	ListUser(ctx context.Context, user string) ([]Session, error)
+	// ListRevoked returns every revoked session not yet expired, so that a
+	// starting instance knows which access tokens to refuse.
+	ListRevoked(ctx context.Context) ([]Session, error)
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Errors a Store returns.
+var (
+	// ErrSessionNotFound: no such session (never created, or expired and purged).
+	ErrSessionNotFound = errors.New("session not found")
+	// ErrStoreUnavailable wraps failures of the backing store itself, which
+	// are answered 503 so that clients keep their tokens.
+	ErrStoreUnavailable = errors.New("session store unavailable")
+)
+
+// rotation is the outcome of presenting a refresh token's generation.
+type rotation int
+
+const (
+	// rotated: the presented generation was current; the session moved on by one.
+	rotated rotation = iota
+	// graced: the previous generation within reuse_grace of its rotation;
+	// the caller gets tokens for the current generation, nothing changes.
+	graced
+	// reused: an older generation; the session is now revoked.
+	reused
+	// refusedRevoked: the session was already revoked.
+	refusedRevoked
+	// refusedExpired: the session is past its absolute or idle lifetime.
+	refusedExpired
+)
+
+// decideRotation is the whole refresh policy, shared by every store so that
+// they behave identically. It changes s in place and reports the outcome;
+// the store persists s when the outcome is rotated or reused.
+func decideRotation(s *Session, presented uint64, now time.Time, grace time.Duration) rotation {
+	switch {
+	case s.Revoked:
+		return refusedRevoked
+	case !now.Before(s.deadline()):
+		return refusedExpired
+	case presented == s.Generation:
+		s.Generation++
+		s.RotatedAt = now
+		s.LastUsed = now
+		return rotated
+	case presented+1 == s.Generation && now.Sub(s.RotatedAt) <= grace:
+		return graced
+	default:
+		s.Revoked = true
+		return reused
+	}
+}
+
+// changesSession says whether a rotation outcome must be written back.
+func (r rotation) changesSession() bool { return r == rotated || r == reused }
+
+// sessionExpired says whether a session may be purged: it can no longer be
+// refreshed, so neither it nor its revocation matters any more. Revoked
+// sessions are kept until their deadline so that reuse is still recognised.
+func sessionExpired(s Session, now time.Time) bool {
+	return !now.Before(s.deadline())
+}

@@ -1,0 +1,260 @@
+package tokenauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// boltStore keeps a realm's sessions in an embedded bbolt database file.
+// One file may hold several realms, each in its own bucket; the *bolt.DB
+// is opened once per process and shared (see openBoltDB).
+type boltStore struct {
+	db    *bolt.DB
+	realm []byte
+}
+
+// Bucket layout, under a top-level bucket named after the realm:
+//
+//	sessions/<sid>          -> JSON Session
+//	users/<user>/<sid>      -> empty, an index for listing and global logout
+var (
+	bucketSessions = []byte("sessions")
+	bucketUsers    = []byte("users")
+)
+
+// openBoltDB opens (creating if needed) the database file at path. bbolt
+// holds an exclusive file lock, so a second Open in the same process would
+// block forever; callers go through the storePool instead.
+func openBoltDB(path string) (*bolt.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating directory for session database: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening session database %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func newBoltStore(db *bolt.DB, realm string) (*boltStore, error) {
+	s := &boltStore{db: db, realm: []byte(realm)}
+	err := db.Update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists(s.realm)
+		if err != nil {
+			return err
+		}
+		if _, err := root.CreateBucketIfNotExists(bucketSessions); err != nil {
+			return err
+		}
+		_, err = root.CreateBucketIfNotExists(bucketUsers)
+		return err
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return s, nil
+}
+
+// unavailable marks an error of the database itself (closed file, full
+// disk, I/O error) so that the endpoint answers 503 rather than 401.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrSessionNotFound) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+}
+
+func (b *boltStore) buckets(tx *bolt.Tx) (sessions, users *bolt.Bucket) {
+	root := tx.Bucket(b.realm)
+	return root.Bucket(bucketSessions), root.Bucket(bucketUsers)
+}
+
+func (b *boltStore) Create(_ context.Context, s Session) error {
+	return unavailable(b.db.Update(func(tx *bolt.Tx) error {
+		return b.put(tx, s)
+	}))
+}
+
+func (b *boltStore) put(tx *bolt.Tx, s Session) error {
+	sessions, users := b.buckets(tx)
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := sessions.Put([]byte(s.ID), data); err != nil {
+		return err
+	}
+	userBucket, err := users.CreateBucketIfNotExists([]byte(s.User))
+	if err != nil {
+		return err
+	}
+	return userBucket.Put([]byte(s.ID), nil)
+}
+
+func (b *boltStore) get(tx *bolt.Tx, sid string) (Session, error) {
+	sessions, _ := b.buckets(tx)
+	data := sessions.Get([]byte(sid))
+	if data == nil {
+		return Session{}, ErrSessionNotFound
+	}
+	var s Session
+	if err := json.Unmarshal(data, &s); err != nil {
+		return Session{}, fmt.Errorf("decoding session %q: %w", sid, err)
+	}
+	return s, nil
+}
+
+func (b *boltStore) Get(_ context.Context, sid string) (s Session, err error) {
+	err = b.db.View(func(tx *bolt.Tx) error {
+		s, err = b.get(tx, sid)
+		return err
+	})
+	return s, unavailable(err)
+}
+
+func (b *boltStore) Rotate(_ context.Context, sid string, presented uint64, now time.Time, grace time.Duration) (s Session, outcome rotation, err error) {
+	// Batch lets concurrent rotations share one commit (and one fsync);
+	// the function may be retried, so it recomputes everything it returns.
+	err = b.db.Batch(func(tx *bolt.Tx) error {
+		s, err = b.get(tx, sid)
+		if err != nil {
+			return err
+		}
+		outcome = decideRotation(&s, presented, now, grace)
+		if outcome.changesSession() {
+			return b.put(tx, s)
+		}
+		return nil
+	})
+	return s, outcome, unavailable(err)
+}
+
+func (b *boltStore) Revoke(_ context.Context, sid string) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		return b.revoke(tx, sid)
+	})
+	if errors.Is(err, ErrSessionNotFound) {
+		return nil
+	}
+	return unavailable(err)
+}
+
+func (b *boltStore) revoke(tx *bolt.Tx, sid string) error {
+	s, err := b.get(tx, sid)
+	if err != nil || s.Revoked {
+		return err
+	}
+	s.Revoked = true
+	return b.put(tx, s)
+}
+
+func (b *boltStore) RevokeUser(_ context.Context, user string) (ids []string, err error) {
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		ids = nil
+		for _, s := range b.userSessions(tx, user) {
+			if s.Revoked {
+				continue
+			}
+			if err := b.revoke(tx, s.ID); err != nil {
+				return err
+			}
+			ids = append(ids, s.ID)
+		}
+		return nil
+	})
+	return ids, unavailable(err)
+}
+
+// userSessions reads the sessions the user index names, skipping entries
+// whose session has already been purged.
+func (b *boltStore) userSessions(tx *bolt.Tx, user string) []Session {
+	_, users := b.buckets(tx)
+	userBucket := users.Bucket([]byte(user))
+	if userBucket == nil {
+		return nil
+	}
+	var out []Session
+	_ = userBucket.ForEach(func(sid, _ []byte) error {
+		if s, err := b.get(tx, string(sid)); err == nil {
+			out = append(out, s)
+		}
+		return nil
+	})
+	return out
+}
+
+func (b *boltStore) ListUser(_ context.Context, user string) (out []Session, err error) {
+	now := time.Now()
+	err = b.db.View(func(tx *bolt.Tx) error {
+		for _, s := range b.userSessions(tx, user) {
+			if !sessionExpired(s, now) {
+				out = append(out, s)
+			}
+		}
+		return nil
+	})
+	sortSessions(out)
+	return out, unavailable(err)
+}
+
+func (b *boltStore) ListRevoked(_ context.Context) (out []Session, err error) {
+	now := time.Now()
+	err = b.db.View(func(tx *bolt.Tx) error {
+		sessions, _ := b.buckets(tx)
+		return sessions.ForEach(func(_, data []byte) error {
+			// a cheap pre-check saves decoding every live session
+			if !bytes.Contains(data, []byte(`"revoked":true`)) {
+				return nil
+			}
+			var s Session
+			if json.Unmarshal(data, &s) == nil && !sessionExpired(s, now) {
+				out = append(out, s)
+			}
+			return nil
+		})
+	})
+	return out, unavailable(err)
+}
+
+// purge deletes expired sessions and their index entries.
+func (b *boltStore) purge(now time.Time) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		sessions, users := b.buckets(tx)
+		var dead []Session
+		err := sessions.ForEach(func(key, data []byte) error {
+			var s Session
+			if json.Unmarshal(data, &s) != nil || sessionExpired(s, now) {
+				s.ID = string(key) // an undecodable record is dropped by its key
+				dead = append(dead, s)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, s := range dead {
+			if err := sessions.Delete([]byte(s.ID)); err != nil {
+				return err
+			}
+			if ub := users.Bucket([]byte(s.User)); ub != nil {
+				if err := ub.Delete([]byte(s.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return unavailable(err)
+}
+
+// Close does nothing: the database is shared and closed by the storePool
+// when the last realm using it goes away.
+func (b *boltStore) Close() error { return nil }

@@ -1,0 +1,237 @@
+package tokenauth
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Token types, in the JWT `typ` header (RFC 9068 for access tokens). They
+// keep a refresh token from being accepted as an access token and back.
+const (
+	typAccess  = "at+jwt"
+	typRefresh = "rt+jwt"
+)
+
+// maxTokenSize bounds what is parsed at all; larger tokens are refused
+// before any decoding.
+const maxTokenSize = 8 << 10
+
+// errInvalidToken is returned for every token that is not accepted; the
+// wrapped reason is for logs and tests, never for clients.
+var errInvalidToken = errors.New("invalid token")
+
+// accessClaims are the claims of an access token. Custom claims of the user
+// are carried at the top level and kept in Extra.
+type accessClaims struct {
+	jwt.RegisteredClaims
+	SID   string         `json:"sid"`
+	Email string         `json:"email,omitempty"`
+	Name  string         `json:"name,omitempty"`
+	Roles []string       `json:"roles,omitempty"`
+	Extra map[string]any `json:"-"`
+}
+
+// accessClaimsFields is accessClaims without its JSON methods.
+type accessClaimsFields accessClaims
+
+func (c accessClaims) MarshalJSON() ([]byte, error) {
+	base, err := json.Marshal(accessClaimsFields(c))
+	if err != nil || len(c.Extra) == 0 {
+		return base, err
+	}
+	extra, err := json.Marshal(c.Extra)
+	if err != nil {
+		return nil, err
+	}
+	// splice the two objects: {base...,extra...}
+	return append(append(base[:len(base)-1], ','), extra[1:]...), nil
+}
+
+func (c *accessClaims) UnmarshalJSON(data []byte) error {
+	if err := json.Unmarshal(data, (*accessClaimsFields)(c)); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return err
+	}
+	for k, raw := range all {
+		if reservedClaims[k] {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		if c.Extra == nil {
+			c.Extra = make(map[string]any)
+		}
+		c.Extra[k] = v
+	}
+	return nil
+}
+
+// payload is the claims as a JSON object, for the `authentication.payload`
+// of endpoint answers.
+func (c *accessClaims) payload() map[string]any {
+	data, _ := json.Marshal(c)
+	var out map[string]any
+	_ = json.Unmarshal(data, &out)
+	return out
+}
+
+// refreshClaims are the claims of a refresh token: which session, and which
+// generation of it.
+type refreshClaims struct {
+	jwt.RegisteredClaims
+	SID        string `json:"sid"`
+	Generation uint64 `json:"gen"`
+}
+
+// tokenService issues and verifies a realm's tokens.
+type tokenService struct {
+	keys      *keyRing
+	issuer    string
+	audience  string
+	accessTTL time.Duration
+	parser    *jwt.Parser
+	now       func() time.Time
+}
+
+func newTokenService(keys *keyRing, issuer, audience string, accessTTL time.Duration) *tokenService {
+	ts := &tokenService{keys: keys, issuer: issuer, audience: audience, accessTTL: accessTTL, now: time.Now}
+	ts.parser = jwt.NewParser(
+		jwt.WithIssuer(issuer),
+		jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(func() time.Time { return ts.now() }),
+	)
+	return ts
+}
+
+// randomID returns 128 random bits, URL-safe.
+func randomID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics instead)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// issueAccess signs an access token for u in session sid. It never outlives
+// the session.
+func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (string, *accessClaims, error) {
+	now := ts.now()
+	exp := now.Add(ts.accessTTL)
+	if sessionEnd.Before(exp) {
+		exp = sessionEnd
+	}
+	claims := &accessClaims{
+		RegisteredClaims: ts.registered(u.ID, now, exp),
+		SID:              sid,
+		Email:            u.Email,
+		Name:             u.Name,
+		Roles:            u.Roles,
+		Extra:            u.Claims,
+	}
+	tok, err := ts.sign(typAccess, claims)
+	return tok, claims, err
+}
+
+// issueRefresh signs a refresh token for a session's generation; it expires
+// with the session's absolute lifetime (idle expiry is the store's job).
+func (ts *tokenService) issueRefresh(s Session) (string, error) {
+	return ts.sign(typRefresh, &refreshClaims{
+		RegisteredClaims: ts.registered(s.User, ts.now(), s.Expires),
+		SID:              s.ID,
+		Generation:       s.Generation,
+	})
+}
+
+func (ts *tokenService) registered(sub string, now, exp time.Time) jwt.RegisteredClaims {
+	return jwt.RegisteredClaims{
+		Issuer:    ts.issuer,
+		Audience:  jwt.ClaimStrings{ts.audience},
+		Subject:   sub,
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(exp),
+		ID:        randomID(),
+	}
+}
+
+func (ts *tokenService) sign(typ string, claims jwt.Claims) (string, error) {
+	key := ts.keys.signer
+	tok := jwt.NewWithClaims(key.method, claims)
+	tok.Header["typ"] = typ
+	tok.Header["kid"] = key.kid
+	return tok.SignedString(key.sign)
+}
+
+// verifyAccess accepts only a valid access token of this realm.
+func (ts *tokenService) verifyAccess(raw string) (*accessClaims, error) {
+	claims := new(accessClaims)
+	if err := ts.verify(raw, typAccess, claims); err != nil {
+		return nil, err
+	}
+	if claims.SID == "" || claims.Subject == "" {
+		return nil, fmt.Errorf("%w: missing sub or sid", errInvalidToken)
+	}
+	return claims, nil
+}
+
+// verifyRefresh accepts only a valid refresh token of this realm.
+func (ts *tokenService) verifyRefresh(raw string) (*refreshClaims, error) {
+	claims := new(refreshClaims)
+	if err := ts.verify(raw, typRefresh, claims); err != nil {
+		return nil, err
+	}
+	if claims.SID == "" || claims.Subject == "" {
+		return nil, fmt.Errorf("%w: missing sub or sid", errInvalidToken)
+	}
+	return claims, nil
+}
+
+func (ts *tokenService) verify(raw, wantTyp string, claims jwt.Claims) error {
+	if raw == "" || len(raw) > maxTokenSize {
+		return fmt.Errorf("%w: empty or oversized", errInvalidToken)
+	}
+	_, err := ts.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		return ts.keyFor(t, wantTyp)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errInvalidToken, err)
+	}
+	return nil
+}
+
+// keyFor picks the verification key by kid and insists on that key's
+// algorithm and on the expected token type. Headers that point elsewhere
+// for a key (jku, jwk, x5u, x5c) are never consulted.
+func (ts *tokenService) keyFor(t *jwt.Token, wantTyp string) (any, error) {
+	if typ, _ := t.Header["typ"].(string); !typMatches(typ, wantTyp) {
+		return nil, fmt.Errorf("token type %q, want %q", typ, wantTyp)
+	}
+	kid, _ := t.Header["kid"].(string)
+	key, ok := ts.keys.byKID[kid]
+	if !ok {
+		return nil, fmt.Errorf("unknown key id %q", kid)
+	}
+	if t.Method.Alg() != key.method.Alg() {
+		return nil, fmt.Errorf("algorithm %q does not match key %q", t.Method.Alg(), kid)
+	}
+	return key.verify, nil
+}
+
+// typMatches compares a typ header as RFC 8725 §3.11 advises: case
+// insensitive, with an optional "application/" prefix.
+func typMatches(typ, want string) bool {
+	typ = strings.ToLower(typ)
+	return typ == want || typ == "application/"+want
+}
