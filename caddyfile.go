@@ -139,24 +139,38 @@ func parseReuseGrace(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseSigningKey: signing_key <alg> <secret-or-file>
+// parseSigningKey: signing_key hs256 <secret> | signing_key ed25519|es256|rs256 <pem-file>
 func parseSigningKey(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) != 2 {
-		return d.Errf("signing_key takes an algorithm and a key: signing_key hs256 <secret>")
+		return d.Errf("signing_key takes an algorithm and a key: signing_key hs256 <secret> or signing_key ed25519|es256|rs256 <pem-file>")
+	}
+	if !knownKeyAlgorithm(args[0]) {
+		return d.Errf("signing_key: unknown algorithm %q (want hs256, ed25519, es256 or rs256)", args[0])
 	}
 	ta.SigningKey = &KeyConfig{Algorithm: strings.ToLower(args[0]), Key: args[1]}
 	return nil
 }
 
-// parseVerifyKey: verify_key <kid> <alg> <secret-or-file>
+// parseVerifyKey: verify_key <kid> <alg> <pem-file-or-secret>
 func parseVerifyKey(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) != 3 {
-		return d.Errf("verify_key takes a key id, an algorithm and a key")
+		return d.Errf("verify_key takes a key id, an algorithm and a key: verify_key <kid> hs256|ed25519|es256|rs256 <secret-or-pem-file>")
+	}
+	if !knownKeyAlgorithm(args[1]) {
+		return d.Errf("verify_key: unknown algorithm %q (want hs256, ed25519, es256 or rs256)", args[1])
 	}
 	ta.VerifyKeys = append(ta.VerifyKeys, KeyConfig{KID: args[0], Algorithm: strings.ToLower(args[1]), Key: args[2]})
 	return nil
+}
+
+func knownKeyAlgorithm(alg string) bool {
+	switch strings.ToLower(alg) {
+	case "hs256", "ed25519", "es256", "rs256":
+		return true
+	}
+	return false
 }
 
 // parseUser: user <id> <hash> [{ email <e>; name <n>; roles <r...>; claim <k> <v> }]

@@ -38,6 +38,8 @@ func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub s
 	case sub == "":
 		w.Header().Set("Allow", "POST, DELETE")
 		return writeError(w, newAPIError(http.StatusMethodNotAllowed, "Method not allowed"))
+	case sub == "/jwks.json":
+		return ta.serveJWKS(w, r)
 	}
 	return writeError(w, newAPIError(http.StatusNotFound, "Not found"))
 }

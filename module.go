@@ -44,7 +44,10 @@ type TokenAuth struct {
 	// without a token. Default: `/authentication`.
 	Endpoint string `json:"endpoint,omitempty"`
 
-	// SigningKey signs new tokens.
+	// SigningKey signs new tokens. Default: an Ed25519 key generated once
+	// and kept in Caddy's storage (`token_auth/<realm>/signing_key.pem`), so
+	// it survives restarts and is shared by every instance sharing that
+	// storage.
 	SigningKey *KeyConfig `json:"signing_key,omitempty"`
 
 	// VerifyKeys verify tokens but never sign: keep the previous signing key
@@ -115,10 +118,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.now = time.Now
 	ta.applyDefaults()
 
-	if ta.SigningKey == nil {
-		return fmt.Errorf("signing_key is required")
-	}
-	keys, err := newKeyRing(*ta.SigningKey, ta.VerifyKeys)
+	keys, err := ta.loadKeys(ctx)
 	if err != nil {
 		return err
 	}
