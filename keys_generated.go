@@ -27,6 +27,10 @@ const generatedKeyLockTimeout = 2 * time.Minute
 // else the realm's generated Ed25519 key from Caddy's storage, plus the
 // verify keys. It logs the kids, so operators can write verify_key lines.
 func (ta *TokenAuth) loadKeys(ctx caddy.Context) (*keyRing, error) {
+	return ta.buildKeyRing(ctx, ctx.Storage())
+}
+
+func (ta *TokenAuth) buildKeyRing(ctx context.Context, storage certmagic.Storage) (*keyRing, error) {
 	var signer *jwtKey
 	if ta.SigningKey != nil {
 		var err error
@@ -35,7 +39,6 @@ func (ta *TokenAuth) loadKeys(ctx caddy.Context) (*keyRing, error) {
 			return nil, fmt.Errorf("signing_key: %w", err)
 		}
 	} else {
-		storage := ctx.Storage()
 		pemData, created, err := loadOrCreateGeneratedKey(ctx, storage, ta.Realm)
 		if err != nil {
 			return nil, fmt.Errorf("default signing key of realm %q in storage %v: %w", ta.Realm, storage, err)
