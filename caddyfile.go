@@ -152,11 +152,11 @@ func parseSigningKey(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseVerifyKey: verify_key <kid> <alg> <pem-file-or-secret>
+// parseVerifyKey: verify_key <kid>|auto <alg> <pem-file-or-secret>
 func parseVerifyKey(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) != 3 {
-		return d.Errf("verify_key takes a key id, an algorithm and a key: verify_key <kid> hs256|ed25519|es256|rs256 <secret-or-pem-file>")
+		return d.Errf("verify_key takes a key id (or auto), an algorithm and a key: verify_key <kid>|auto hs256|ed25519|es256|rs256 <secret-or-pem-file>")
 	}
 	if !knownKeyAlgorithm(args[1]) {
 		return d.Errf("verify_key: unknown algorithm %q (want hs256, ed25519, es256 or rs256)", args[1])

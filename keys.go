@@ -34,13 +34,17 @@ type KeyConfig struct {
 	Key string `json:"key"`
 
 	// The key id (`kid`) of a verify-only key, as found in the headers of
-	// the tokens it signed (and in the JWK Set). Tokens this plugin signed
-	// carry the RFC 7638 thumbprint of the key as kid (for hs256, an id
-	// derived from the secret); a different value is accepted but logged
-	// as a warning at startup. Ignored for the signing key, whose id is
-	// always derived.
+	// the tokens it signed (and in the JWK Set). `auto` (or empty) means the
+	// id this plugin gives the key when it signs with it: the RFC 7638
+	// thumbprint (for hs256, an id derived from the secret), which is what
+	// a former signing key needs. Another value is accepted (tokens of
+	// another issuer) but logged as a warning at startup. Ignored for the
+	// signing key, whose id is always derived.
 	KID string `json:"kid,omitempty"`
 }
+
+// autoKID as a verify key's kid stands for the key's derived id.
+const autoKID = "auto"
 
 // minHMACSecret is the shortest HS256 secret accepted: the hash's size.
 const minHMACSecret = 32
@@ -89,9 +93,6 @@ func newKeyRingFrom(signer *jwtKey, verify []KeyConfig) (*keyRing, error) {
 	ring.byKID[signer.kid] = signer
 	ring.ordered = append(ring.ordered, signer)
 	for _, vc := range verify {
-		if vc.KID == "" {
-			return nil, fmt.Errorf("verify_key: a key id (kid) is required")
-		}
 		k, err := loadKey(vc, false)
 		if err != nil {
 			return nil, fmt.Errorf("verify_key %s: %w", vc.KID, err)
@@ -139,7 +140,7 @@ func loadKey(kc KeyConfig, forSigning bool) (*jwtKey, error) {
 	k.derivedKID = k.kid
 	if !forSigning {
 		k.sign = nil
-		if kc.KID != "" {
+		if kc.KID != "" && kc.KID != autoKID {
 			k.kid = kc.KID
 		}
 	}

@@ -18,7 +18,7 @@ func TestKeysCaddyfile(t *testing.T) {
 		signing_key ES256 /etc/caddy/new.pem
 		verify_key kid-a ed25519 /etc/caddy/old.pem
 		verify_key kid-b RS256 {env.OLD_RSA}
-		verify_key hs256-x hs256 {env.OLD_SECRET}
+		verify_key auto hs256 {env.OLD_SECRET}
 	}`)
 	if err := ta.UnmarshalCaddyfile(d); err != nil {
 		t.Fatal(err)
@@ -29,7 +29,7 @@ func TestKeysCaddyfile(t *testing.T) {
 	want := []KeyConfig{
 		{KID: "kid-a", Algorithm: "ed25519", Key: "/etc/caddy/old.pem"},
 		{KID: "kid-b", Algorithm: "rs256", Key: "{env.OLD_RSA}"},
-		{KID: "hs256-x", Algorithm: "hs256", Key: "{env.OLD_SECRET}"},
+		{KID: "auto", Algorithm: "hs256", Key: "{env.OLD_SECRET}"},
 	}
 	if !reflect.DeepEqual(ta.VerifyKeys, want) {
 		t.Fatalf("verify keys %+v", ta.VerifyKeys)

@@ -242,14 +242,13 @@ func TestKeysE2ERotation(t *testing.T) {
 	if oldKID != mustKID(t, "ed25519", pkcs8PEM(t, ed)) {
 		t.Fatalf("kid %s is not the old key's thumbprint", oldKID)
 	}
-	// before rotating, an operator reads the current kid from the JWK Set
 	set, _ := fetchJWKS(t, p)
 	if len(set.Keys) != 1 || set.Keys[0].KeyID != oldKID {
 		t.Fatalf("JWKS before rotation: %+v", set.Keys)
 	}
 
-	// step: new signing key, old key kept as verify_key
-	p.reload("", site("signing_key es256 {DIR}/new.pem\n\t\tverify_key "+oldKID+" ed25519 {DIR}/old.pem"))
+	// step: new signing key; the old signing_key line becomes a verify_key
+	p.reload("", site("signing_key es256 {DIR}/new.pem\n\t\tverify_key auto ed25519 {DIR}/old.pem"))
 	if got := guarded(t, p, oldAccess); got != http.StatusOK {
 		t.Fatalf("old access token after rotation: %d\n%s", got, p.Logs())
 	}

@@ -251,9 +251,10 @@ func TestKeysRefused(t *testing.T) {
 			}
 		})
 	}
-	t.Run("verify key without kid", func(t *testing.T) {
-		_, err := newKeyRing(KeyConfig{Algorithm: "hs256", Key: testSecret}, []KeyConfig{{Algorithm: "ed25519", Key: pkixPEM(t, ed.Public())}})
-		if err == nil || !strings.Contains(err.Error(), "kid") {
+	t.Run("verify key auto kid reusing the signing kid", func(t *testing.T) {
+		signing := KeyConfig{Algorithm: "ed25519", Key: pkcs8PEM(t, ed)}
+		_, err := newKeyRing(signing, []KeyConfig{{KID: "auto", Algorithm: "ed25519", Key: pkixPEM(t, ed.Public())}})
+		if err == nil || !strings.Contains(err.Error(), "already used") {
 			t.Fatalf("error %v", err)
 		}
 	})
@@ -378,5 +379,30 @@ func TestKeysChangedFileIsReread(t *testing.T) {
 	}
 	if _, err := loadKey(KeyConfig{Algorithm: "ed25519", Key: path}, true); err == nil {
 		t.Fatal("an ECDSA key in place of the Ed25519 one was accepted")
+	}
+}
+
+// TestKeysVerifyKeyAutoKID: `auto` (and, in JSON, an empty kid) gives a
+// verify key the id this plugin signed with: the thumbprint, or the
+// HMAC-derived id. A token of the former signing key is accepted.
+func TestKeysVerifyKeyAutoKID(t *testing.T) {
+	_, _, rk := testKeys(t)
+	for name, old := range map[string]KeyConfig{
+		"rs256": {Algorithm: "rs256", Key: pemOf(t, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk))},
+		"hs256": {Algorithm: "hs256", Key: testSecret},
+	} {
+		for _, kid := range []string{"auto", ""} {
+			before := testService(t, old)
+			tok := issueTestToken(t, before)
+			verify := old
+			verify.KID = kid
+			after := testService(t, KeyConfig{Algorithm: "hs256", Key: testSecret + "-new"}, verify)
+			if _, err := after.verifyAccess(tok); err != nil {
+				t.Fatalf("%s kid %q: %v", name, kid, err)
+			}
+			if _, ok := after.keys.byKID[before.keys.signer.kid]; !ok {
+				t.Fatalf("%s kid %q: key not under %s", name, kid, before.keys.signer.kid)
+			}
+		}
 	}
 }
