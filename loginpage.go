@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,7 +45,7 @@ type LoginPageData struct {
 	Notice string
 	// NoticeCode names the notice: signed_out, or "".
 	NoticeCode string
-	// Host is the site's host name as the browser sent it.
+	// Host is the site's host name as the browser sent it, without the port.
 	Host string
 	// Realm is the token_auth realm.
 	Realm string
@@ -107,13 +108,21 @@ func (ta *TokenAuth) loginPageURL(redirect, errorCode, noticeCode string) string
 	return ta.Endpoint + "?" + q.Encode()
 }
 
+// hostname is a Host header without its port.
+func hostname(hostport string) string {
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		return host
+	}
+	return hostport
+}
+
 // serveLoginPage answers GET and HEAD {endpoint}.
 func (ta *TokenAuth) serveLoginPage(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	data := LoginPageData{
 		Action:   ta.Endpoint,
 		Redirect: sanitizeRedirect(q.Get("redirect")),
-		Host:     r.Host,
+		Host:     hostname(r.Host),
 		Realm:    ta.Realm,
 		Endpoint: ta.Endpoint,
 	}
