@@ -30,6 +30,9 @@ func (ta *TokenAuth) serveBrowserEndpoint(w http.ResponseWriter, r *http.Request
 		return true, ta.handleBrowserRefresh(w, r)
 	case sub == "/logout" && r.Method == http.MethodPost:
 		return true, ta.handleBrowserLogout(w, r)
+	case sub == "" && r.Method != http.MethodPost && r.Method != http.MethodDelete:
+		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
+		return true, writeError(w, newAPIError(http.StatusMethodNotAllowed, "Method not allowed"))
 	case sub == "/refresh" || sub == "/logout":
 		allow := map[string]string{"/refresh": "GET", "/logout": "POST"}[sub]
 		w.Header().Set("Allow", allow)

@@ -174,3 +174,19 @@ func TestLoginPageRenderFailure(t *testing.T) {
 		t.Error("render failure not logged")
 	}
 }
+
+func TestOversizedTokenWarning(t *testing.T) {
+	ta, _, logs := inProcessHandler(t)
+	ta.Users[0].Claims = map[string]any{"blob": strings.Repeat("x", maxCookieSize)}
+	var err error
+	if ta.users, err = newUserDirectory(ta.Users, "", ta.logger); err != nil {
+		t.Fatal(err)
+	}
+	w := serve(t, ta, formRequest("POST", "/authentication", url.Values{"username": {"alice"}, "password": {"alice-password"}}))
+	if w.Code != 303 {
+		t.Fatalf("login: %d", w.Code)
+	}
+	if logs.FilterMessage("access token too large for a cookie; browsers may drop it: use fewer custom claims").Len() != 1 {
+		t.Error("no warning for an access token too large for a cookie")
+	}
+}

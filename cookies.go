@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 // Cookie names. The access cookie is sent to the whole site (Path=/); the
@@ -61,9 +62,18 @@ func sessionCookie(r *http.Request, name, value, path string, until time.Time, n
 	return c
 }
 
+// maxCookieSize is what browsers store at least for one cookie (RFC 6265
+// §6.1: 4096 bytes for name, value and attributes).
+const maxCookieSize = 4096
+
 // setSessionCookies gives the browser a freshly issued pair.
 func (ta *TokenAuth) setSessionCookies(w http.ResponseWriter, r *http.Request, res *authResult) {
 	now := ta.now()
+	if len(res.AccessToken) > maxCookieSize-200 {
+		// a browser would drop the cookie and keep being sent to sign in
+		ta.logger.Warn("access token too large for a cookie; browsers may drop it: use fewer custom claims",
+			zap.Int("bytes", len(res.AccessToken)))
+	}
 	http.SetCookie(w, sessionCookie(r, accessCookieName, res.AccessToken, "/", res.sessionEnd, now))
 	http.SetCookie(w, sessionCookie(r, refreshCookieName, res.RefreshToken, ta.Endpoint, res.sessionEnd, now))
 	w.Header().Set("Cache-Control", "no-store")
@@ -86,10 +96,11 @@ func cookieValue(r *http.Request, name string) string {
 }
 
 // accessToken returns the request's access token: the Authorization
-// header's, else (cookies on) the access cookie's; fromCookie tells which.
+// header's (Bearer, JWT or bare), else (cookies on) the access cookie's;
+// fromCookie tells which.
 func (ta *TokenAuth) accessToken(r *http.Request) (raw string, fromCookie bool) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		return tokenFromAuthorization(h), false
+	if raw := tokenFromAuthorization(r.Header.Get("Authorization")); raw != "" {
+		return raw, false
 	}
 	if ta.cookiesEnabled() {
 		if v := cookieValue(r, accessCookieName); v != "" {
