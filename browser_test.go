@@ -276,7 +276,7 @@ func TestFormLogin(t *testing.T) {
 }
 
 func TestGuardRedirectsBrowsers(t *testing.T) {
-	p := startCaddy(t, "", browserSite(t, "access_ttl 1s"))
+	p := startCaddy(t, "", browserSite(t, "access_ttl 3s"))
 	html := []string{"Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 	loginLoc := "/authentication?redirect=%2Fprivate%2Fa%3Fb%3D1"
 
@@ -320,7 +320,7 @@ func TestGuardRedirectsBrowsers(t *testing.T) {
 }
 
 func TestBrowserRefresh(t *testing.T) {
-	p := startCaddy(t, "", browserSite(t, "access_ttl 1s\n\t\treuse_grace 0"))
+	p := startCaddy(t, "", browserSite(t, "access_ttl 3s\n\t\treuse_grace 0"))
 	access, refresh := formLogin(t, p)
 	waitExpired(t, access.Value)
 
@@ -371,7 +371,7 @@ func TestBrowserRefresh(t *testing.T) {
 }
 
 func TestBrowserLogout(t *testing.T) {
-	p := startCaddy(t, "", browserSite(t, "access_ttl 1s"))
+	p := startCaddy(t, "", browserSite(t, "access_ttl 3s"))
 	html := []string{"Accept", "text/html"}
 
 	access, refresh := formLogin(t, p)

@@ -104,6 +104,13 @@ test('static site login flow in headless Chromium', async (t) => {
 
   let first;
   await t.test('the cookies are HttpOnly and the refresh cookie stays at the endpoint', async () => {
+    // what the browser actually sends with the private page
+    const resp = await page.goto(privateURL);
+    assert.equal(resp.status(), 200);
+    const sent = (await resp.request().allHeaders()).cookie ?? '';
+    assert.match(sent, /(^|; )access_token=/);
+    assert.doesNotMatch(sent, /refresh_token=/, 'the refresh cookie was sent to a page');
+
     const cookies = await context.cookies();
     const access = cookieByName(cookies, 'access_token');
     const refresh = cookieByName(cookies, 'refresh_token');
@@ -113,13 +120,6 @@ test('static site login flow in headless Chromium', async (t) => {
     // both live as long as the session, longer than the access token
     assert.ok(access.expires * 1000 > tokenExpiry(access.value) + 60_000, 'access cookie dies with its token');
     assert.equal(await page.evaluate(() => document.cookie), '', 'scripts can read the cookies');
-
-    // what the browser actually sent with the private page
-    const resp = await page.goto(privateURL);
-    assert.equal(resp.status(), 200);
-    const sent = (await resp.request().allHeaders()).cookie ?? '';
-    assert.match(sent, /(^|; )access_token=/);
-    assert.doesNotMatch(sent, /refresh_token=/, 'the refresh cookie was sent to a page');
     first = { access: access.value, refresh: refresh.value };
   });
 
