@@ -46,6 +46,9 @@ type authResult struct {
 	RefreshToken   string         `json:"refreshToken,omitempty"`
 	Authentication authInfo       `json:"authentication"`
 	User           map[string]any `json:"user"`
+	// sessionEnd is when the session stops being refreshable: the
+	// lifetime of the browser's cookies.
+	sessionEnd time.Time
 }
 
 type authInfo struct {
@@ -87,6 +90,9 @@ func decodeAuthRequest(body []byte) (*authRequest, error) {
 // handlePost answers POST {endpoint}: login, re-authentication and refresh.
 func (ta *TokenAuth) handlePost(w http.ResponseWriter, r *http.Request) error {
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if isFormContent(mediaType) && ta.cookiesEnabled() {
+		return ta.handleFormLogin(w, r)
+	}
 	if mediaType != "application/json" {
 		return writeError(w, newAPIError(http.StatusUnsupportedMediaType, "Send application/json"))
 	}
@@ -171,6 +177,7 @@ func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authRes
 		RefreshToken:   refresh,
 		Authentication: authInfo{Strategy: strategy, AccessToken: access, Payload: claims.payload()},
 		User:           user.publicUser(),
+		sessionEnd:     s.deadline(),
 	}, nil
 }
 
@@ -241,7 +248,10 @@ func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
 // handleLogout answers DELETE {endpoint}: revokes the session of the
 // presented access token, or with ?scope=global every session of its user.
 func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
-	raw := ta.accessTokenFrom(r)
+	raw, fromCookie := ta.accessToken(r)
+	if fromCookie && !csrfAllowed(r) {
+		return writeError(w, errCrossOrigin())
+	}
 	claims, user, err := ta.acceptAccess(raw)
 	if err != nil {
 		return ta.answerError(w, r, err)
@@ -256,6 +266,9 @@ func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error 
 	}
 	ta.logger.Info("logout", zap.String("user", claims.Subject), zap.String("sid", claims.SID),
 		zap.String("scope", r.URL.Query().Get("scope")), zap.String("client_ip", clientIP(r)))
+	if fromCookie {
+		ta.clearSessionCookies(w, r)
+	}
 	return writeJSON(w, http.StatusOK, &authResult{
 		AccessToken:    raw,
 		Authentication: authInfo{Strategy: "jwt", AccessToken: raw, Payload: claims.payload()},

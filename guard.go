@@ -13,13 +13,16 @@ import (
 // guard lets a request through only with an accepted access token, and
 // hands the identity on as placeholders.
 func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	raw := ta.accessTokenFrom(r)
+	raw, fromCookie := ta.accessToken(r)
+	if fromCookie && !csrfAllowed(r) {
+		return writeError(w, errCrossOrigin())
+	}
 	if raw == "" {
-		return ta.refuse(w, "")
+		return ta.deny(w, r, "", nil)
 	}
 	claims, err := ta.tokens.verifyAccess(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
-		return ta.refuse(w, "invalid_token")
+		return ta.deny(w, r, "invalid_token", err)
 	}
 	if len(ta.RequireRoles) > 0 && !hasAnyRole(claims.Roles, ta.RequireRoles) {
 		return writeError(w, newAPIError(http.StatusForbidden, "Missing a required role"))
@@ -39,9 +42,12 @@ func (ta *TokenAuth) refuse(w http.ResponseWriter, bearerError string) error {
 }
 
 // accessTokenFrom takes the access token from the Authorization header
-// (schemes Bearer and JWT, or a bare token).
+// (schemes Bearer and JWT, or a bare token), else from the access cookie
+// (cookies on). Callers acting on a cookie-borne token for an unsafe
+// method must check csrfAllowed: use accessToken to know the source.
 func (ta *TokenAuth) accessTokenFrom(r *http.Request) string {
-	return tokenFromAuthorization(r.Header.Get("Authorization"))
+	raw, _ := ta.accessToken(r)
+	return raw
 }
 
 func tokenFromAuthorization(h string) string {

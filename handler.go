@@ -30,6 +30,9 @@ func (ta *TokenAuth) endpointPath(path string) (string, bool) {
 
 // serveEndpoint routes a request for the endpoint by method and sub-path.
 func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub string) error {
+	if handled, err := ta.serveBrowserEndpoint(w, r, sub); handled {
+		return err
+	}
 	switch {
 	case sub == "" && r.Method == http.MethodPost:
 		return ta.handlePost(w, r)

@@ -5,6 +5,7 @@ package tokenauth
 
 import (
 	"fmt"
+	"html/template"
 	"strings"
 	"time"
 
@@ -91,6 +92,21 @@ type TokenAuth struct {
 	// Caddy's data directory.
 	Store *StoreConfig `json:"store,omitempty"`
 
+	// Cookies turns the browser features on or off: the login page at
+	// GET {endpoint}, form login, the access_token and refresh_token
+	// cookies (HttpOnly, SameSite=Lax, Secure except over plain HTTP),
+	// GET {endpoint}/refresh, POST {endpoint}/logout, and redirecting
+	// page loads without a valid token to the login page. Turn it off for
+	// a pure API: tokens then only come in the Authorization header.
+	// Default: on.
+	Cookies *bool `json:"cookies,omitempty"`
+
+	// LoginPage is an html/template file that replaces the built-in login
+	// page. It gets the fields of LoginPageData (see the README); it is
+	// read when the config loads, and a template that does not parse or
+	// render stops the config from loading.
+	LoginPage string `json:"login_page,omitempty"`
+
 	// RequireRoles lets through only users with at least one of these
 	// roles; others get 403.
 	RequireRoles []string `json:"require_roles,omitempty"`
@@ -101,6 +117,8 @@ type TokenAuth struct {
 	users    *userDirectory
 	logger   *zap.Logger
 	now      func() time.Time
+
+	loginTemplate *template.Template
 }
 
 // CaddyModule returns the Caddy module information.
@@ -128,6 +146,12 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.users, err = newUserDirectory(ta.Users, usersFile, ta.logger)
 	if err != nil {
 		return err
+	}
+
+	if ta.LoginPage != "" {
+		if ta.loginTemplate, err = loadLoginPage(caddy.NewReplacer().ReplaceKnown(ta.LoginPage, "")); err != nil {
+			return err
+		}
 	}
 
 	ta.storeCfg = ta.Store.resolvedOrDefault()

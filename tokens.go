@@ -206,7 +206,7 @@ func (ts *tokenService) verify(raw, wantTyp string, claims jwt.Claims) error {
 		return ts.keyFor(t, wantTyp)
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %v", errInvalidToken, err)
+		return fmt.Errorf("%w: %w", errInvalidToken, err)
 	}
 	return nil
 }

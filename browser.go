@@ -1,0 +1,265 @@
+package tokenauth
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+)
+
+// The browser side of the endpoint (cookies on): the login page, form
+// login, GET {endpoint}/refresh and POST {endpoint}/logout, and the
+// guard's redirects for navigations.
+
+// serveBrowserEndpoint answers the endpoint requests that belong to
+// browsers; handled is false for everything else.
+func (ta *TokenAuth) serveBrowserEndpoint(w http.ResponseWriter, r *http.Request, sub string) (handled bool, err error) {
+	if !ta.cookiesEnabled() {
+		return false, nil
+	}
+	switch {
+	case sub == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		return true, ta.serveLoginPage(w, r)
+	case sub == "/refresh" && r.Method == http.MethodGet:
+		return true, ta.handleBrowserRefresh(w, r)
+	case sub == "/logout" && r.Method == http.MethodPost:
+		return true, ta.handleBrowserLogout(w, r)
+	case sub == "" && r.Method != http.MethodPost && r.Method != http.MethodDelete:
+		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
+		return true, writeError(w, newAPIError(http.StatusMethodNotAllowed, "Method not allowed"))
+	case sub == "/refresh" || sub == "/logout":
+		allow := map[string]string{"/refresh": "GET", "/logout": "POST"}[sub]
+		w.Header().Set("Allow", allow)
+		return true, writeError(w, newAPIError(http.StatusMethodNotAllowed, "Method not allowed"))
+	}
+	return false, nil
+}
+
+// contentType is the request's media type, without parameters.
+func contentType(r *http.Request) string {
+	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mediaType
+}
+
+// isFormContent says whether a body is a submitted HTML form.
+func isFormContent(mediaType string) bool {
+	return mediaType == "application/x-www-form-urlencoded"
+}
+
+// redirectTo answers with a redirect to a same-origin location.
+func redirectTo(w http.ResponseWriter, location string, code int) error {
+	h := w.Header()
+	h.Set("Location", location)
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	return nil
+}
+
+// readForm reads an application/x-www-form-urlencoded body of at most
+// maxBodySize bytes.
+func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, newAPIError(http.StatusBadRequest, "Malformed form body")
+	}
+	return form, nil
+}
+
+// handleFormLogin answers POST {endpoint} form-encoded: 303 to the
+// redirect target with both cookies, or 303 back to the login page with
+// the error shown.
+func (ta *TokenAuth) handleFormLogin(w http.ResponseWriter, r *http.Request) error {
+	if requestOrigin(r) == originCross {
+		// a login form on another site (login CSRF)
+		return writeError(w, errCrossOrigin())
+	}
+	form, err := readForm(w, r)
+	if err != nil {
+		return ta.answerError(w, r, err)
+	}
+	redirect := sanitizeRedirect(form.Get("redirect"))
+	res, err := ta.login(r, &authRequest{
+		Strategy: "local",
+		Username: strings.TrimSpace(form.Get("username")),
+		Email:    strings.TrimSpace(form.Get("email")),
+		Password: form.Get("password"),
+	})
+	if err != nil {
+		return redirectTo(w, ta.loginPageURL(redirect, ta.browserErrorCode(r, err), ""), http.StatusSeeOther)
+	}
+	ta.setSessionCookies(w, r, res)
+	return redirectTo(w, redirect, http.StatusSeeOther)
+}
+
+// browserErrorCode turns an endpoint error into a login page error code.
+// Server faults are logged here, as answerError would.
+func (ta *TokenAuth) browserErrorCode(r *http.Request, err error) string {
+	var apiErr *apiError
+	if !errors.As(err, &apiErr) {
+		ta.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
+		return "unavailable"
+	}
+	switch apiErr.Code {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return "invalid_login"
+	case http.StatusTooManyRequests:
+		return "too_many_attempts"
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return "bad_request"
+	}
+	return "unavailable"
+}
+
+// handleBrowserRefresh answers GET {endpoint}/refresh?redirect=<path>:
+// rotates with the refresh cookie and goes back to where the browser was
+// going; without a usable refresh cookie, to the login page.
+func (ta *TokenAuth) handleBrowserRefresh(w http.ResponseWriter, r *http.Request) error {
+	redirect := sanitizeRedirect(r.URL.Query().Get("redirect"))
+	raw := cookieValue(r, refreshCookieName)
+	if raw == "" {
+		return redirectTo(w, ta.loginPageURL(redirect, "", ""), http.StatusSeeOther)
+	}
+	res, err := ta.refresh(r, raw)
+	if err != nil {
+		code := ta.browserErrorCode(r, err)
+		if code == "invalid_login" {
+			// the session is over (expired, revoked, reused): forget it
+			ta.clearSessionCookies(w, r)
+			code = "session_expired"
+		}
+		return redirectTo(w, ta.loginPageURL(redirect, code, ""), http.StatusSeeOther)
+	}
+	ta.setSessionCookies(w, r, res)
+	return redirectTo(w, redirect, http.StatusSeeOther)
+}
+
+// handleBrowserLogout answers POST {endpoint}/logout: revokes the session
+// of the cookies (with scope=global every session of the user), clears
+// both cookies and goes to the login page, or to `redirect`.
+func (ta *TokenAuth) handleBrowserLogout(w http.ResponseWriter, r *http.Request) error {
+	if requestOrigin(r) == originCross {
+		return writeError(w, errCrossOrigin())
+	}
+	form := url.Values{}
+	if mediaType := contentType(r); isFormContent(mediaType) {
+		var err error
+		if form, err = readForm(w, r); err != nil {
+			return ta.answerError(w, r, err)
+		}
+	}
+	q := r.URL.Query()
+	field := func(name string) string {
+		if v := form.Get(name); v != "" {
+			return v
+		}
+		return q.Get(name)
+	}
+
+	sid, user := ta.cookieSession(r)
+	if sid != "" {
+		var err error
+		if field("scope") == "global" {
+			err = ta.revokeUser(r.Context(), user)
+		} else {
+			err = ta.revokeSession(r.Context(), sid)
+		}
+		if err != nil {
+			// the browser forgets its tokens all the same
+			ta.logger.Error("logout: revoking the session failed", zap.String("user", user), zap.String("sid", sid), zap.Error(err))
+		} else {
+			ta.logger.Info("logout", zap.String("user", user), zap.String("sid", sid),
+				zap.String("scope", field("scope")), zap.String("client_ip", clientIP(r)))
+		}
+	}
+	ta.clearSessionCookies(w, r)
+	location := ta.loginPageURL("", "", "signed_out")
+	if v := field("redirect"); v != "" {
+		location = sanitizeRedirect(v)
+	}
+	return redirectTo(w, location, http.StatusSeeOther)
+}
+
+// cookieSession names the session (and its user) of the request's
+// cookies: from the access cookie while it is valid, else from the
+// refresh cookie, so that signing out works after the access token
+// expired. Both are "" when neither cookie holds a valid token.
+func (ta *TokenAuth) cookieSession(r *http.Request) (sid, user string) {
+	if c, err := ta.tokens.verifyAccess(cookieValue(r, accessCookieName)); err == nil {
+		return c.SID, c.Subject
+	}
+	if c, err := ta.tokens.verifyRefresh(cookieValue(r, refreshCookieName)); err == nil {
+		return c.SID, c.Subject
+	}
+	return "", ""
+}
+
+// isNavigation says whether a request is a browser loading a page: GET or
+// HEAD accepting text/html, without an Authorization header.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if r.Header.Get("Authorization") != "" {
+		return false
+	}
+	return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "text/html")
+}
+
+// deny refuses a guarded request without an accepted token. A browser
+// navigation is redirected (302): to {endpoint}/refresh when its access
+// cookie holds a token that merely expired, else to the login page, in
+// both cases with `redirect` set to where it was going. Anything else
+// gets 401 with a Bearer challenge.
+func (ta *TokenAuth) deny(w http.ResponseWriter, r *http.Request, bearerError string, verifyErr error) error {
+	if !ta.cookiesEnabled() || !isNavigation(r) {
+		return ta.refuse(w, bearerError)
+	}
+	target := sanitizeRedirect(originalRequestURI(r))
+	location := ta.loginPageURL(target, "", "")
+	if cookieValue(r, accessCookieName) != "" && errors.Is(verifyErr, jwt.ErrTokenExpired) {
+		location = ta.Endpoint + "/refresh?" + url.Values{"redirect": {target}}.Encode()
+	}
+	return redirectTo(w, location, http.StatusFound)
+}
+
+// originalRequestURI is the path and query the client asked for, before
+// any rewrite.
+func originalRequestURI(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL.RequestURI()
+	}
+	return r.URL.RequestURI()
+}
+
+func init() {
+	subdirectives["cookies"] = parseCookies
+	subdirectives["login_page"] = func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.LoginPage) }
+}
+
+// parseCookies: cookies on|off
+func parseCookies(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return err
+	}
+	switch v {
+	case "on":
+		ta.Cookies = nil // the default
+	case "off":
+		off := false
+		ta.Cookies = &off
+	default:
+		return d.Errf("cookies takes on or off, got %q", v)
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package tokenauth
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBrowserLoginFlow serves the example site (examples/Caddyfile) with
+// the real Caddy and walks its login flow in headless Chromium, driven by
+// playwright-core (tests/browser/login-flow.test.mjs). It saves a
+// screenshot of the login page to docs/login-page.png for the README.
+//
+// It needs Debian's chromium, node and `npm ci` in tests/browser
+// (test.d/setup-chromium.sh does all three). Without them it fails under
+// CI=true and skips elsewhere.
+func TestBrowserLoginFlow(t *testing.T) {
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	need := func(err error, what string) {
+		if err == nil {
+			return
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing (%v): test.d/setup-chromium.sh installs it", what, err)
+		}
+		t.Skipf("%s is missing (%v): run test.d/setup-chromium.sh or ./test.sh", what, err)
+	}
+	_, err := os.Stat(chromium)
+	need(err, "Chromium ("+chromium+")")
+	node, err := exec.LookPath("node")
+	need(err, "node")
+	_, err = os.Stat("tests/browser/node_modules/playwright-core/package.json")
+	need(err, "playwright-core (npm ci in tests/browser)")
+
+	p := startExampleSite(t, "3s")
+	screenshot, err := filepath.Abs("docs/login-page.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(screenshot), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "login-flow.test.mjs")
+	cmd.Dir = "tests/browser"
+	cmd.Env = append(os.Environ(), "BASE_URL="+p.BaseURL, "SCREENSHOT="+screenshot, "CHROMIUM="+chromium)
+	out, err := cmd.CombinedOutput()
+	t.Logf("browser test:\n%s", out)
+	if err != nil {
+		t.Fatalf("browser test failed: %v\ncaddy logs:\n%s", err, p.Logs())
+	}
+}
+
+// startExampleSite runs examples/Caddyfile as shipped, but on a free port
+// with its own admin address and storage, and with accessTTL so that the
+// access token expires during the test. The site root "site" resolves in
+// the working directory, where examples/site is linked.
+func startExampleSite(t *testing.T, accessTTL string) *caddyProc {
+	t.Helper()
+	src, err := os.ReadFile("examples/Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	siteDir, err := filepath.Abs("examples/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &caddyProc{t: t, bin: caddyBinary(t), dir: t.TempDir(), Port: freePort(t),
+		env: []string{"TOKEN_AUTH_SECRET=example-site-test-secret-0123456789abcdef"}}
+	p.BaseURL = fmt.Sprintf("http://localhost:%d", p.Port)
+	p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+
+	cfg := string(src)
+	replaceOnce := func(old, new string) {
+		t.Helper()
+		if n := strings.Count(cfg, old); n != 1 {
+			t.Fatalf("examples/Caddyfile has %q %d times, want once: update startExampleSite", old, n)
+		}
+		cfg = strings.Replace(cfg, old, new, 1)
+	}
+	replaceOnce("http://localhost:8080 {", fmt.Sprintf("http://localhost:%d {", p.Port))
+	replaceOnce("token_auth @private {", "token_auth @private {\n\t\taccess_ttl "+accessTTL)
+	globals := fmt.Sprintf("{\n\tadmin %s\n\tstorage file_system %s\n}\n\n",
+		strings.TrimPrefix(p.adminURL, "http://"), filepath.Join(p.dir, "storage"))
+	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(globals+cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(siteDir, filepath.Join(p.dir, "site")); err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}

@@ -1,0 +1,192 @@
+package tokenauth
+
+import (
+	"context"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// flakyStore is a memory store that can be made unreachable.
+type flakyStore struct {
+	*memoryStore
+	down atomic.Bool
+}
+
+var errFlaky = errors.Join(ErrStoreUnavailable, errors.New("connection refused"))
+
+func (f *flakyStore) Create(ctx context.Context, s Session) error {
+	if f.down.Load() {
+		return errFlaky
+	}
+	return f.memoryStore.Create(ctx, s)
+}
+
+func (f *flakyStore) Rotate(ctx context.Context, sid string, presented uint64, now time.Time, grace time.Duration) (Session, rotation, error) {
+	if f.down.Load() {
+		return Session{}, 0, errFlaky
+	}
+	return f.memoryStore.Rotate(ctx, sid, presented, now, grace)
+}
+
+func (f *flakyStore) Revoke(ctx context.Context, sid string) error {
+	if f.down.Load() {
+		return errFlaky
+	}
+	return f.memoryStore.Revoke(ctx, sid)
+}
+
+// inProcessHandler is a provisioned handler without Caddy around it, for
+// the failures a real process cannot be made to show.
+func inProcessHandler(t *testing.T) (*TokenAuth, *flakyStore, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.DebugLevel)
+	ta := &TokenAuth{Users: []User{{ID: "alice", Password: testHash(t, "alice-password")}}}
+	ta.applyDefaults()
+	keys, err := newKeyRing(KeyConfig{Algorithm: "hs256", Key: browserTestSecret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta.tokens = newTokenService(keys, ta.Issuer, ta.Audience, time.Duration(ta.AccessTTL))
+	ta.logger = zap.New(core)
+	ta.now = time.Now
+	if ta.users, err = newUserDirectory(ta.Users, "", ta.logger); err != nil {
+		t.Fatal(err)
+	}
+	store := &flakyStore{memoryStore: newMemoryStore()}
+	ta.realm = &realmState{name: ta.Realm, store: store, revoked: newRevocationSet()}
+	return ta, store, logs
+}
+
+func serve(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
+	w := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { w.WriteHeader(200); return nil })
+	if err := ta.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func formRequest(method, target string, form url.Values, cookies ...*http.Cookie) *http.Request {
+	r := httptest.NewRequest(method, target, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	return r
+}
+
+func TestBrowserStoreDown(t *testing.T) {
+	ta, store, logs := inProcessHandler(t)
+	login := url.Values{"username": {"alice"}, "password": {"alice-password"}, "redirect": {"/private/"}}
+
+	// a session to refresh and log out of, made while the store is up
+	w := serve(t, ta, formRequest("POST", "/authentication", login))
+	var access, refresh *http.Cookie
+	for _, c := range w.Result().Cookies() {
+		switch c.Name {
+		case accessCookieName:
+			access = c
+		case refreshCookieName:
+			refresh = c
+		}
+	}
+	if w.Code != 303 || access == nil || refresh == nil {
+		t.Fatalf("login: %d %v", w.Code, w.Header())
+	}
+	store.down.Store(true)
+
+	// form login: back to the login page saying so, no cookies, logged
+	w = serve(t, ta, formRequest("POST", "/authentication", login))
+	if w.Code != 303 || w.Header().Get("Location") != "/authentication?error=unavailable&redirect=%2Fprivate%2F" || len(w.Result().Cookies()) != 0 {
+		t.Errorf("login, store down: %d %v", w.Code, w.Header())
+	}
+	// refresh: the cookies are kept (the session is not over)
+	w = serve(t, ta, formRequest("GET", "/authentication/refresh?redirect=%2Fprivate%2F", nil, refresh))
+	if w.Code != 303 || w.Header().Get("Location") != "/authentication?error=unavailable&redirect=%2Fprivate%2F" || len(w.Result().Cookies()) != 0 {
+		t.Errorf("refresh, store down: %d %v", w.Code, w.Header())
+	}
+	// logout: the browser forgets its cookies all the same, the failure is logged
+	r := formRequest("POST", "/authentication/logout", url.Values{}, access, refresh)
+	w = serve(t, ta, r)
+	if w.Code != 303 || len(w.Result().Cookies()) != 2 {
+		t.Errorf("logout, store down: %d %v", w.Code, w.Header())
+	}
+	if n := logs.FilterMessage("request failed").Len(); n != 2 {
+		t.Errorf("%d store failures logged for login and refresh, want 2", n)
+	}
+	if logs.FilterMessage("logout: revoking the session failed").Len() != 1 {
+		t.Error("failed revocation not logged")
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if strings.Contains(f.String, access.Value) || strings.Contains(f.String, refresh.Value) || strings.Contains(f.String, "alice-password") {
+				t.Errorf("secret in log line %q: %v", e.Message, f)
+			}
+		}
+	}
+}
+
+func TestBrowserErrorCodes(t *testing.T) {
+	ta, _, _ := inProcessHandler(t)
+	r := httptest.NewRequest("POST", "/authentication", nil)
+	for err, want := range map[error]string{
+		errInvalidLogin():                "invalid_login",
+		errNotAuthenticated():            "invalid_login",
+		newAPIError(403, "x"):            "invalid_login",
+		newAPIError(429, "slow down"):    "too_many_attempts",
+		newAPIError(400, "x"):            "bad_request",
+		newAPIError(413, "x"):            "bad_request",
+		errStoreDown():                   "unavailable",
+		errServerFault():                 "unavailable",
+		errors.New("disk on fire"):       "unavailable",
+		errors.Join(ErrStoreUnavailable): "unavailable",
+	} {
+		if got := ta.browserErrorCode(r, err); got != want {
+			t.Errorf("%v: %q, want %q", err, got, want)
+		}
+		if _, ok := loginErrors[want]; !ok {
+			t.Errorf("code %q has no message", want)
+		}
+	}
+}
+
+func TestLoginPageRenderFailure(t *testing.T) {
+	ta, _, logs := inProcessHandler(t)
+	// passes the load-time check (Notice is set there) but fails when it is not
+	ta.loginTemplate = template.Must(template.New("login").Parse(`{{if not .Notice}}{{template "missing"}}{{end}}`))
+	w := serve(t, ta, httptest.NewRequest("GET", "/authentication", nil))
+	if w.Code != 500 || !strings.Contains(w.Body.String(), `"GeneralError"`) {
+		t.Errorf("render failure: %d %s", w.Code, w.Body)
+	}
+	if logs.FilterMessage("rendering login page").Len() != 1 {
+		t.Error("render failure not logged")
+	}
+}
+
+func TestOversizedTokenWarning(t *testing.T) {
+	ta, _, logs := inProcessHandler(t)
+	ta.Users[0].Claims = map[string]any{"blob": strings.Repeat("x", maxCookieSize)}
+	var err error
+	if ta.users, err = newUserDirectory(ta.Users, "", ta.logger); err != nil {
+		t.Fatal(err)
+	}
+	w := serve(t, ta, formRequest("POST", "/authentication", url.Values{"username": {"alice"}, "password": {"alice-password"}}))
+	if w.Code != 303 {
+		t.Fatalf("login: %d", w.Code)
+	}
+	if logs.FilterMessage("access token too large for a cookie; browsers may drop it: use fewer custom claims").Len() != 1 {
+		t.Error("no warning for an access token too large for a cookie")
+	}
+}

@@ -1,0 +1,34 @@
+package tokenauth
+
+import (
+	"net/url"
+	"strings"
+)
+
+// maxRedirectLen bounds a redirect target; longer values become "/".
+const maxRedirectLen = 2048
+
+// sanitizeRedirect returns target if it is a path on this origin
+// ("/x?y#z"), else "/". It refuses everything a browser could read as
+// another origin: scheme-relative "//host", "/\host" (browsers treat "\"
+// as "/"), absolute URLs and pseudo-schemes such as "javascript:", and
+// any control character, space or non-ASCII byte (browsers drop tabs and
+// newlines inside URLs, so "/\t/evil" would become "//evil").
+func sanitizeRedirect(target string) string {
+	if target == "" || len(target) > maxRedirectLen || target[0] != '/' {
+		return "/"
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	if strings.HasPrefix(target, "//") {
+		return "/"
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+		return "/"
+	}
+	return target
+}
