@@ -17,8 +17,8 @@ import (
 
 const testBcrypt = "$2a$04$e2tYtTq0bIh9tDdGGbaZcuXtFfEhLn8.tsPUCNWWoS5LwNqBkQoaW"
 
-func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
-	d := caddyfile.NewTestDispenser(`token_auth {
+// everyOption uses every option of the directive once or more.
+const everyOption = `token_auth {
 		realm        shop
 		endpoint     /auth/
 		signing_key  HS256 {env.TOKEN_AUTH_SECRET}
@@ -43,13 +43,12 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 		store        bolt /var/lib/caddy/sessions.db
 		require      role admin
 		require      role editor
-	}`)
-	var ta TokenAuth
-	if err := ta.UnmarshalCaddyfile(d); err != nil {
-		t.Fatal(err)
-	}
+	}`
+
+// everyOptionConfig is what everyOption configures.
+func everyOptionConfig() TokenAuth {
 	grace := caddy.Duration(3 * time.Second)
-	want := TokenAuth{
+	return TokenAuth{
 		Realm:      "shop",
 		Endpoint:   "/auth/",
 		SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_SECRET}"},
@@ -72,10 +71,49 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 		Store:        &StoreConfig{Backend: "bolt", Path: "/var/lib/caddy/sessions.db"},
 		RequireRoles: []string{"admin", "editor"},
 	}
-	if !reflect.DeepEqual(ta, want) {
+}
+
+func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
+	var ta TokenAuth
+	if err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser(everyOption)); err != nil {
+		t.Fatal(err)
+	}
+	if want := everyOptionConfig(); !reflect.DeepEqual(ta, want) {
 		got, _ := json.MarshalIndent(ta, "", "  ")
 		exp, _ := json.MarshalIndent(want, "", "  ")
 		t.Fatalf("got\n%s\nwant\n%s", got, exp)
+	}
+}
+
+// TestAdaptEveryOption: every option survives `caddy adapt` into the JSON
+// config and back into the handler's config type.
+func TestAdaptEveryOption(t *testing.T) {
+	cfg := adaptCaddyfile(t, ":8080 {\n"+strings.Replace(everyOption, "token_auth {", "token_auth /api/* {", 1)+"\n}\n")
+	routes := siteRoutes(t, cfg)
+	var route struct {
+		Match  []map[string][]string `json:"match"`
+		Handle []json.RawMessage     `json:"handle"`
+	}
+	raw, _ := json.Marshal(routes[0])
+	if err := json.Unmarshal(raw, &route); err != nil {
+		t.Fatal(err)
+	}
+	// the endpoint option moves the ORed path matcher with it
+	wantMatch := []map[string][]string{{"path": {"/api/*"}}, {"path": {"/auth", "/auth/*"}}}
+	if !reflect.DeepEqual(route.Match, wantMatch) {
+		t.Fatalf("match %v, want %v", route.Match, wantMatch)
+	}
+	var handler struct {
+		Handler string `json:"handler"`
+		TokenAuth
+	}
+	dec := json.NewDecoder(strings.NewReader(string(route.Handle[0])))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&handler); err != nil {
+		t.Fatal(err)
+	}
+	if want := everyOptionConfig(); handler.Handler != "token_auth" || !reflect.DeepEqual(handler.TokenAuth, want) {
+		t.Fatalf("adapted handler:\n%s", route.Handle[0])
 	}
 }
 
