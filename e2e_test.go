@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -540,4 +542,48 @@ func TestE2EBadInput(t *testing.T) {
 
 	wantStatus(t, "PUT on the endpoint", p.do("PUT", "/authentication", `{}`), http.StatusMethodNotAllowed)
 	wantStatus(t, "unknown sub-path", p.do("POST", "/authentication/nope", `{}`), http.StatusNotFound)
+}
+
+// TestE2EExampleSite runs the demo's site block (examples/Caddyfile) in
+// the harness: the README's demo user and password log in, the public
+// page is public and the private area is guarded.
+func TestE2EExampleSite(t *testing.T) {
+	data, err := os.ReadFile("examples/Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(data)
+	start := strings.Index(cfg, "http://localhost:8080 {")
+	end := strings.LastIndex(cfg, "}")
+	if start < 0 || end < start {
+		t.Fatal("examples/Caddyfile has no http://localhost:8080 site block")
+	}
+	body := cfg[start+len("http://localhost:8080 {") : end]
+	// the harness chooses the address and the working directory
+	body = strings.Replace(body, "bind 127.0.0.1", "", 1)
+	site, err := filepath.Abs("examples/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = strings.Replace(body, "root * examples/site", "root * "+site, 1)
+	p := startCaddy(t, "", body, caddyOptions{Env: []string{"TOKEN_AUTH_SECRET=" + e2eSecret}})
+
+	if res := p.do("GET", "/", nil); res.Status != 200 || !strings.Contains(res.Raw, "demo-password") {
+		t.Fatalf("public page: %d", res.Status)
+	}
+	wantNotAuthenticated(t, "private without a token", p.do("GET", "/private/", nil))
+	login := p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": "demo", "password": "demo-password"})
+	wantStatus(t, "demo login", login, http.StatusCreated)
+	at := login.str("accessToken")
+	if res := p.private(at); res.Status != 404 {
+		t.Fatalf("a missing private file with a token: %d", res.Status)
+	}
+	if res := p.do("GET", "/private/", nil, "Authorization", "Bearer "+at); res.Status != 200 || !strings.Contains(res.Raw, "Private") {
+		t.Fatalf("private page with a token: %d %s", res.Status, res.Raw)
+	}
+	who := p.do("GET", "/private/whoami", nil, "Authorization", "Bearer "+at)
+	if who.Status != 200 || who.str("id") != "demo" || who.str("email") != "demo@example.com" || who.str("roles") != "reader" {
+		t.Fatalf("whoami: %d %s", who.Status, who.Raw)
+	}
+	wantStatus(t, "demo login by email", p.do("POST", "/authentication", map[string]string{"strategy": "local", "email": "demo@example.com", "password": "demo-password"}), http.StatusCreated)
 }
