@@ -95,7 +95,10 @@ func startExampleSite(t *testing.T, accessTTL string) *caddyProc {
 	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(globals+cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(siteDir, filepath.Join(p.dir, "site")); err != nil {
+	if err := os.MkdirAll(filepath.Join(p.dir, "examples"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(siteDir, filepath.Join(p.dir, "examples", "site")); err != nil {
 		t.Fatal(err)
 	}
 	p.start()

@@ -68,7 +68,7 @@ func inProcessHandler(t *testing.T) (*TokenAuth, *flakyStore, *observer.Observed
 	return ta, store, logs
 }
 
-func serve(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {
+func serveRequest(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {
 	t.Helper()
 	w := httptest.NewRecorder()
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { w.WriteHeader(200); return nil })
@@ -92,7 +92,7 @@ func TestBrowserStoreDown(t *testing.T) {
 	login := url.Values{"username": {"alice"}, "password": {"alice-password"}, "redirect": {"/private/"}}
 
 	// a session to refresh and log out of, made while the store is up
-	w := serve(t, ta, formRequest("POST", "/authentication", login))
+	w := serveRequest(t, ta, formRequest("POST", "/authentication", login))
 	var access, refresh *http.Cookie
 	for _, c := range w.Result().Cookies() {
 		switch c.Name {
@@ -108,18 +108,18 @@ func TestBrowserStoreDown(t *testing.T) {
 	store.down.Store(true)
 
 	// form login: back to the login page saying so, no cookies, logged
-	w = serve(t, ta, formRequest("POST", "/authentication", login))
+	w = serveRequest(t, ta, formRequest("POST", "/authentication", login))
 	if w.Code != 303 || w.Header().Get("Location") != "/authentication?error=unavailable&redirect=%2Fprivate%2F" || len(w.Result().Cookies()) != 0 {
 		t.Errorf("login, store down: %d %v", w.Code, w.Header())
 	}
 	// refresh: the cookies are kept (the session is not over)
-	w = serve(t, ta, formRequest("GET", "/authentication/refresh?redirect=%2Fprivate%2F", nil, refresh))
+	w = serveRequest(t, ta, formRequest("GET", "/authentication/refresh?redirect=%2Fprivate%2F", nil, refresh))
 	if w.Code != 303 || w.Header().Get("Location") != "/authentication?error=unavailable&redirect=%2Fprivate%2F" || len(w.Result().Cookies()) != 0 {
 		t.Errorf("refresh, store down: %d %v", w.Code, w.Header())
 	}
 	// logout: the browser forgets its cookies all the same, the failure is logged
 	r := formRequest("POST", "/authentication/logout", url.Values{}, access, refresh)
-	w = serve(t, ta, r)
+	w = serveRequest(t, ta, r)
 	if w.Code != 303 || len(w.Result().Cookies()) != 2 {
 		t.Errorf("logout, store down: %d %v", w.Code, w.Header())
 	}
@@ -166,7 +166,7 @@ func TestLoginPageRenderFailure(t *testing.T) {
 	ta, _, logs := inProcessHandler(t)
 	// passes the load-time check (Notice is set there) but fails when it is not
 	ta.loginTemplate = template.Must(template.New("login").Parse(`{{if not .Notice}}{{template "missing"}}{{end}}`))
-	w := serve(t, ta, httptest.NewRequest("GET", "/authentication", nil))
+	w := serveRequest(t, ta, httptest.NewRequest("GET", "/authentication", nil))
 	if w.Code != 500 || !strings.Contains(w.Body.String(), `"GeneralError"`) {
 		t.Errorf("render failure: %d %s", w.Code, w.Body)
 	}
@@ -182,7 +182,7 @@ func TestOversizedTokenWarning(t *testing.T) {
 	if ta.users, err = newUserDirectory(ta.Users, "", ta.logger); err != nil {
 		t.Fatal(err)
 	}
-	w := serve(t, ta, formRequest("POST", "/authentication", url.Values{"username": {"alice"}, "password": {"alice-password"}}))
+	w := serveRequest(t, ta, formRequest("POST", "/authentication", url.Values{"username": {"alice"}, "password": {"alice-password"}}))
 	if w.Code != 303 {
 		t.Fatalf("login: %d", w.Code)
 	}

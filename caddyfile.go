@@ -100,16 +100,17 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 }
 
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	option := d.Val()
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return err
 	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil {
-		return d.Errf("%s: invalid duration %q: %v", d.Val(), s, err)
+		return d.Errf("%s: invalid duration %q: %v", option, s, err)
 	}
 	if dur <= 0 {
-		return d.Errf("%s must be positive", d.Val())
+		return d.Errf("%s must be positive", option)
 	}
 	*dst = caddy.Duration(dur)
 	return nil

@@ -27,7 +27,12 @@ const generatedKeyLockTimeout = 2 * time.Minute
 // else the realm's generated Ed25519 key from Caddy's storage, plus the
 // verify keys. It logs the kids, so operators can write verify_key lines.
 func (ta *TokenAuth) loadKeys(ctx caddy.Context) (*keyRing, error) {
-	return ta.buildKeyRing(ctx, ctx.Storage())
+	var storage certmagic.Storage
+	if ta.SigningKey == nil {
+		// only a generated key needs storage (ctx.Storage() needs a running config)
+		storage = ctx.Storage()
+	}
+	return ta.buildKeyRing(ctx, storage)
 }
 
 func (ta *TokenAuth) buildKeyRing(ctx context.Context, storage certmagic.Storage) (*keyRing, error) {

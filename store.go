@@ -98,7 +98,7 @@ func decideRotation(s *Session, presented uint64, now time.Time, grace time.Dura
 		s.RotatedAt = now
 		s.LastUsed = now
 		return rotated
-	case presented+1 == s.Generation && now.Sub(s.RotatedAt) <= grace:
+	case presented+1 == s.Generation && grace > 0 && now.Sub(s.RotatedAt) <= grace:
 		return graced
 	default:
 		s.Revoked = true

@@ -1,0 +1,130 @@
+package tokenauth
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestRealmSharingAndRelease: handlers of one realm share its state (as
+// the old and new config do during a reload); realms may share a bolt
+// file; the last Cleanup closes the file, so nothing keeps its lock.
+func TestRealmSharingAndRelease(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	newHandler := func(realm string) *TokenAuth {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		ta := &TokenAuth{
+			SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
+			Store:      &StoreConfig{Backend: "bolt", Path: path},
+			Realm:      realm,
+			Users:      []User{{ID: "alice", Password: testHash(t, "a")}},
+		}
+		if err := ta.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ta
+	}
+	oldCfg, newCfg := newHandler("pool-a"), newHandler("pool-a")
+	other := newHandler("pool-b")
+	if oldCfg.realm != newCfg.realm {
+		t.Fatal("two handlers of one realm do not share its state")
+	}
+	if other.realm == oldCfg.realm || other.realm.store.(*boltStore).db != oldCfg.realm.store.(*boltStore).db {
+		t.Fatal("realms in one file: want separate realm state over one shared database")
+	}
+
+	// a session opened through the old config is usable through the new
+	_, rt := loginInProcess(t, oldCfg, "alice", "a")
+	if err := oldCfg.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	w := serve(t, newCfg, "POST", "/authentication", `{"action":"refresh","refresh_token":"`+rt+`"}`)
+	if w.Code != http.StatusCreated {
+		t.Fatalf("refresh after the old config's cleanup: %d %s", w.Code, w.Body)
+	}
+	// realm b does not know realm a's sessions, though they share the file
+	if w := serve(t, other, "POST", "/authentication", `{"action":"refresh","refresh_token":"`+rt+`"}`); w.Code != http.StatusUnauthorized {
+		t.Fatalf("a session of realm a in realm b: %d", w.Code)
+	}
+
+	if err := newCfg.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	// realm b still works after realm a is gone
+	loginInProcess(t, other, "alice", "a")
+	if err := other.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	// everything released: the file can be opened again without waiting
+	// for a lock (bolt would wait the whole timeout, then fail)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("the session database is still locked after the last cleanup: %v", err)
+	}
+	_ = db.Close()
+}
+
+// TestRemovedUser: when a user disappears from the users file, their
+// sessions stop refreshing and are revoked.
+func TestRemovedUser(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.txt")
+	if err := os.WriteFile(path, []byte("alice:"+testHash(t, "a")+"\nbob:"+testHash(t, "b")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ta := &TokenAuth{
+		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
+		Store:      &StoreConfig{Backend: "memory"},
+		Realm:      "removed-user-test",
+		UsersFile:  path,
+	}
+	provisionInProcess(t, ta)
+	at, rt := loginInProcess(t, ta, "alice", "a")
+
+	if err := os.WriteFile(path, []byte("bob:"+testHash(t, "b")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	_ = os.Chtimes(path, old, old)
+	ta.users.mu.Lock()
+	ta.users.checked = time.Time{}
+	ta.users.mu.Unlock()
+
+	if w := serve(t, ta, "POST", "/authentication", `{"action":"refresh","refresh_token":"`+rt+`"}`); w.Code != http.StatusUnauthorized {
+		t.Fatalf("refresh of a removed user: %d %s", w.Code, w.Body)
+	}
+	if w := serve(t, ta, "POST", "/authentication", `{"strategy":"jwt","accessToken":"`+at+`"}`); w.Code != http.StatusUnauthorized {
+		t.Fatalf("re-authentication of a removed user: %d", w.Code)
+	}
+	s, err := ta.realm.store.Get(context.Background(), claimOf(t, at, "sid"))
+	if err != nil || !s.Revoked {
+		t.Fatalf("the removed user's session is not revoked: %+v %v", s, err)
+	}
+	if w := serve(t, ta, "GET", "/x", "", "Authorization", "Bearer "+at); w.Code != http.StatusUnauthorized {
+		t.Fatalf("guard with a removed user's access token after the revocation: %d", w.Code)
+	}
+}
+
+// TestOversizedToken: tokens over 8 KiB are refused before any parsing.
+func TestOversizedToken(t *testing.T) {
+	ta := &TokenAuth{
+		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
+		Store:      &StoreConfig{Backend: "memory"},
+		Realm:      "oversized-test",
+	}
+	provisionInProcess(t, ta)
+	huge := "eyJ" + strings.Repeat("A", maxTokenSize)
+	if w := serve(t, ta, "GET", "/x", "", "Authorization", "Bearer "+huge); w.Code != http.StatusUnauthorized {
+		t.Fatalf("guard: %d", w.Code)
+	}
+	if _, err := ta.tokens.verifyAccess(huge); err == nil || !strings.Contains(err.Error(), "oversized") {
+		t.Fatalf("verifyAccess: %v", err)
+	}
+}
