@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
@@ -53,6 +54,21 @@ const revocationLogWindow = 10 * time.Minute
 // logged, so the endpoint does not log them again on every request.
 var errOutageLogged = errors.New("outage logged by the store")
 
+func init() {
+	// go-redis prints every failed dial; an outage is reported once by
+	// redisStore.check instead, and the client's own lines go to debug.
+	redis.SetLogger(redisDebugLog{})
+}
+
+// redisDebugLog sends go-redis's internal messages to Caddy's log at
+// debug level. (The setting is process-wide: other modules using go-redis
+// log the same way.)
+type redisDebugLog struct{}
+
+func (redisDebugLog) Printf(_ context.Context, format string, v ...any) {
+	caddy.Log().Named("token_auth.redis").Debug(fmt.Sprintf(format, v...))
+}
+
 // parseRedisURL reads a redis:// or rediss:// URL (password, user and
 // database number included) and sets the timeouts.
 func parseRedisURL(raw string) (*redis.Options, error) {
@@ -69,6 +85,7 @@ func parseRedisURL(raw string) (*redis.Options, error) {
 	opts.WriteTimeout = redisIOTimeout
 	opts.PoolTimeout = redisIOTimeout + time.Second
 	opts.MaxRetries = 1
+	opts.DialerRetries = 1
 	opts.ContextTimeoutEnabled = true
 	return opts, nil
 }
