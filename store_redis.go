@@ -135,14 +135,15 @@ func (r *redisStore) check(err error) error {
 }
 
 // isConnectionError says whether Redis itself cannot serve: loading,
-// read-only replica, shutting down and the like count as outages too.
+// read-only replica, refused credentials and the like count as outages
+// too (they last until someone acts, and are logged once).
 func isConnectionError(err error) bool {
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		return true
 	}
 	msg := err.Error()
-	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"} {
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOAUTH", "WRONGPASS", "NOPERM"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}

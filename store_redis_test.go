@@ -328,3 +328,39 @@ func TestRealmRevocationsAcrossInstances(t *testing.T) {
 		t.Fatal("the registry must serve the newest realm state")
 	}
 }
+
+// TestRedisPassword: the password in the URL is sent to a server that
+// requires one; a wrong one is an outage (503, logged once), not a 401.
+func TestRedisPassword(t *testing.T) {
+	srv := startRedisServer(t)
+	admin := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.port)})
+	if err := admin.ConfigSet(context.Background(), "requirepass", "s3cret-pw").Err(); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	good, err := newRedisStore(fmt.Sprintf("redis://:s3cret-pw@127.0.0.1:%d/2", srv.port), "pw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	s := mustCreate(t, good, newTestSession("alice", clock()))
+	sameSession(t, mustGet(t, good, s.ID), s)
+
+	core, logs := observer.New(zap.InfoLevel)
+	bad, err := newRedisStore(fmt.Sprintf("redis://:not-the-pw-9x@127.0.0.1:%d/2", srv.port), "pw", zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := bad.Get(context.Background(), s.ID); !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, errOutageLogged) {
+			t.Fatalf("wrong password: %v", err)
+		}
+	}
+	if n := logs.FilterMessageSnippet("unreachable").Len(); n != 1 {
+		t.Fatalf("logged %d times, want once", n)
+	}
+	if strings.Contains(fmt.Sprint(logs.All()), "not-the-pw-9x") {
+		t.Fatal("the password appears in the log")
+	}
+}
