@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -363,4 +364,42 @@ func TestRedisPassword(t *testing.T) {
 	if strings.Contains(fmt.Sprint(logs.All()), "not-the-pw-9x") {
 		t.Fatal("the password appears in the log")
 	}
+}
+
+// TestRealmRedisNoLeak: opening and destroying a realm on Redis (what a
+// reload that changes the store does) leaves no goroutine behind and
+// takes the realm out of the admin registry.
+func TestRealmRedisNoLeak(t *testing.T) {
+	url := testRedisURL(t)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	realm := "leak-" + randomID()
+	// one cycle first, so that lazily started runtime goroutines are counted
+	rs, err := openRealm(ctx, realm, StoreConfig{Backend: "redis", URL: url}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	for i := 0; i < 5; i++ {
+		rs, err := openRealm(ctx, realm, StoreConfig{Backend: "redis", URL: url}, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lookupRealm(realm) != rs {
+			t.Fatal("realm not registered")
+		}
+		time.Sleep(50 * time.Millisecond) // let the feed subscribe
+		if err := rs.Destruct(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lookupRealm(realm) != nil {
+		t.Fatal("a destroyed realm is still registered")
+	}
+	eventually(t, 5*time.Second, "goroutines back to their number before", func() bool {
+		return runtime.NumGoroutine() <= before
+	})
 }
