@@ -174,8 +174,11 @@ type StoreConfig struct {
 	// under Caddy's data directory. Placeholders such as `{env.X}` work.
 	Path string `json:"path,omitempty"`
 
-	// URL of the Redis server, `redis://` or `rediss://`, with password and
-	// database number if needed. Placeholders such as `{env.REDIS_URL}` work.
+	// URL of the Redis server (6.2 or newer), `redis://` or `rediss://`
+	// (TLS), with user, password and database number if needed, e.g.
+	// `rediss://:secret@cache:6380/2`. Placeholders such as `{env.REDIS_URL}`
+	// work. Every Caddy instance pointing at it shares the realm's sessions
+	// and sees its revocations within seconds.
 	URL string `json:"url,omitempty"`
 }
 
