@@ -197,7 +197,9 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 	}
 	switch outcome {
 	case reused:
-		ta.realm.revoked.add(s.ID, s.deadline())
+		if _, err := ta.realm.revoke(r.Context(), revocation{sid: s.ID, alreadyStored: true}); err != nil {
+			return nil, err
+		}
 		ta.logger.Warn("refresh token reused; session revoked",
 			zap.String("user", s.User), zap.String("sid", s.ID),
 			zap.Uint64("presented_generation", claims.Generation), zap.Uint64("current_generation", s.Generation),
@@ -276,24 +278,14 @@ func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error 
 	})
 }
 
-// revokeSession revokes one session in the store and in this process.
+// revokeSession revokes one session in the store and on every instance.
 func (ta *TokenAuth) revokeSession(ctx context.Context, sid string) error {
-	if err := ta.realm.store.Revoke(ctx, sid); err != nil {
-		return err
-	}
-	ta.realm.revoked.add(sid, ta.now().Add(time.Duration(ta.AccessTTL)))
-	return nil
+	_, err := ta.realm.revoke(ctx, revocation{sid: sid})
+	return err
 }
 
 // revokeUser revokes every session of a user.
 func (ta *TokenAuth) revokeUser(ctx context.Context, user string) error {
-	ids, err := ta.realm.store.RevokeUser(ctx, user)
-	if err != nil {
-		return err
-	}
-	until := ta.now().Add(time.Duration(ta.AccessTTL))
-	for _, sid := range ids {
-		ta.realm.revoked.add(sid, until)
-	}
-	return nil
+	_, err := ta.realm.revoke(ctx, revocation{user: user})
+	return err
 }

@@ -55,7 +55,9 @@ func (ta *TokenAuth) answerError(w http.ResponseWriter, r *http.Request, err err
 	if errors.As(err, &apiErr) {
 		return writeError(w, apiErr)
 	}
-	ta.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
+	if !errors.Is(err, errOutageLogged) { // an outage is logged once, by the store
+		ta.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
+	}
 	if errors.Is(err, ErrStoreUnavailable) {
 		return writeError(w, errStoreDown())
 	}

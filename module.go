@@ -162,6 +162,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening session store: %w", err)
 	}
+	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
 	return nil
 }
 

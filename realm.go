@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -23,6 +25,10 @@ type realmState struct {
 	release func() // gives back pooled resources the store holds
 	stop    chan struct{}
 	done    sync.WaitGroup
+	logger  *zap.Logger
+	// accessTTL is the longest access_ttl of the handlers using the realm:
+	// how long a revoked session's access tokens may still be presented.
+	accessTTL atomic.Int64
 }
 
 // realmPool holds one realmState per realm and store configuration, so a
@@ -60,7 +66,7 @@ func releaseRealm(name string, cfg StoreConfig) error {
 }
 
 func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logger) (*realmState, error) {
-	store, release, err := cfg.open(ctx, name)
+	store, release, err := cfg.open(ctx, name, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +76,7 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 		revoked: newRevocationSet(),
 		release: release,
 		stop:    make(chan struct{}),
+		logger:  logger,
 	}
 	revoked, err := store.ListRevoked(context.Background())
 	if err != nil {
@@ -82,12 +89,21 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 	}
 	rs.done.Add(1)
 	go rs.sweep(logger)
+	if feed, ok := store.(revocationFeed); ok {
+		rs.done.Add(1)
+		go func() {
+			defer rs.done.Done()
+			feed.followRevocations(rs.stop, rs.revoked.add)
+		}()
+	}
+	registerRealm(rs)
 	return rs, nil
 }
 
 // Destruct stops the sweeper and closes the store; called by the pool when
 // the last handler using this realm is cleaned up.
 func (rs *realmState) Destruct() error {
+	unregisterRealm(rs)
 	close(rs.stop)
 	rs.done.Wait()
 	err := rs.store.Close()
@@ -158,8 +174,11 @@ type StoreConfig struct {
 	// under Caddy's data directory. Placeholders such as `{env.X}` work.
 	Path string `json:"path,omitempty"`
 
-	// URL of the Redis server, `redis://` or `rediss://`, with password and
-	// database number if needed. Placeholders such as `{env.REDIS_URL}` work.
+	// URL of the Redis server (6.2 or newer), `redis://` or `rediss://`
+	// (TLS), with user, password and database number if needed, e.g.
+	// `rediss://:secret@cache:6380/2`. Placeholders such as `{env.REDIS_URL}`
+	// work. Every Caddy instance pointing at it shares the realm's sessions
+	// and sees its revocations within seconds.
 	URL string `json:"url,omitempty"`
 }
 
@@ -196,17 +215,30 @@ func (c StoreConfig) validate() error {
 	case "bolt", "memory":
 		return nil
 	case "redis":
-		return fmt.Errorf("store redis is not available in this version")
+		if c.URL == "" {
+			return fmt.Errorf("store redis needs a URL: store redis redis://host:6379/0")
+		}
+		if strings.Contains(c.URL, "{") {
+			return nil // a placeholder, checked once resolved
+		}
+		_, err := parseRedisURL(c.URL)
+		return err
 	default:
 		return fmt.Errorf("unknown store backend %q (want bolt, redis or memory)", c.Backend)
 	}
 }
 
 // open creates the realm's store; release gives back shared resources.
-func (c StoreConfig) open(ctx caddy.Context, realm string) (Store, func(), error) {
+func (c StoreConfig) open(ctx caddy.Context, realm string, logger *zap.Logger) (Store, func(), error) {
 	switch c.Backend {
 	case "memory":
 		return newMemoryStore(), nil, nil
+	case "redis":
+		store, err := newRedisStore(c.URL, realm, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return store, nil, nil
 	case "bolt":
 		val, _, err := boltPool.LoadOrNew(c.Path, func() (caddy.Destructor, error) {
 			db, err := openBoltDB(c.Path)
@@ -231,4 +263,114 @@ func (c StoreConfig) open(ctx caddy.Context, realm string) (Store, func(), error
 
 func sortSessions(list []Session) {
 	sort.Slice(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
+}
+
+// revocationFeed is implemented by stores shared by several Caddy
+// instances: followRevocations calls add for every revocation any instance
+// makes, until stop is closed.
+type revocationFeed interface {
+	followRevocations(stop <-chan struct{}, add func(sid string, until time.Time))
+}
+
+// revocationMargin covers an access token signed just after its session
+// was revoked, by a refresh that was already past the store.
+const revocationMargin = time.Minute
+
+// useAccessTTL records the access_ttl of a handler using the realm.
+func (rs *realmState) useAccessTTL(d time.Duration) {
+	for {
+		cur := rs.accessTTL.Load()
+		if int64(d) <= cur || rs.accessTTL.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
+}
+
+// revokedUntil is how long this process must refuse the access tokens of
+// a session revoked now.
+func (rs *realmState) revokedUntil(now time.Time) time.Time {
+	ttl := time.Duration(rs.accessTTL.Load())
+	if ttl == 0 {
+		ttl = defaultAccessTTL
+	}
+	return now.Add(ttl + revocationMargin)
+}
+
+// revoke is the one way sessions get revoked (logout, global logout, reuse
+// detection, removed user, admin API). It records the revocation in the
+// store unless the store did already (reuse is revoked by Rotate itself),
+// and marks the sessions revoked in this process at once. Stores shared
+// between instances (Redis) publish the revocation to every other
+// instance in the same atomic step as the write, so it cannot be written
+// and not announced.
+func (rs *realmState) revoke(ctx context.Context, req revocation) ([]string, error) {
+	sids := []string{req.sid}
+	switch {
+	case req.alreadyStored:
+	case req.user != "":
+		ids, err := rs.store.RevokeUser(ctx, req.user)
+		if err != nil {
+			return nil, err
+		}
+		sids = ids
+	default:
+		if err := rs.store.Revoke(ctx, req.sid); err != nil {
+			return nil, err
+		}
+	}
+	until := rs.revokedUntil(time.Now())
+	for _, sid := range sids {
+		rs.revoked.add(sid, until)
+	}
+	return sids, nil
+}
+
+// revocation says what to revoke: one session (sid), or every session of
+// a user; alreadyStored when the store has recorded it (reuse detection).
+type revocation struct {
+	sid           string
+	user          string
+	alreadyStored bool
+}
+
+// realms finds live realms by name, for the admin API. During a reload
+// that changes a realm's store, two states of one name exist for a moment;
+// the newest is the one served.
+var realms = struct {
+	sync.Mutex
+	byName map[string][]*realmState
+}{byName: make(map[string][]*realmState)}
+
+func registerRealm(rs *realmState) {
+	realms.Lock()
+	defer realms.Unlock()
+	realms.byName[rs.name] = append(realms.byName[rs.name], rs)
+}
+
+func unregisterRealm(rs *realmState) {
+	realms.Lock()
+	defer realms.Unlock()
+	list := realms.byName[rs.name]
+	for i, r := range list {
+		if r == rs {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(realms.byName, rs.name)
+	} else {
+		realms.byName[rs.name] = list
+	}
+}
+
+// lookupRealm returns the live realm of that name, or nil.
+func lookupRealm(name string) *realmState {
+	realms.Lock()
+	defer realms.Unlock()
+	list := realms.byName[name]
+	if len(list) == 0 {
+		return nil
+	}
+	return list[len(list)-1]
 }
