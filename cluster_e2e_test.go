@@ -34,7 +34,7 @@ func startClusterNode(t *testing.T, redisURL, site string) *caddyProc {
 	return startCaddy(t, "", site, caddyOptions{Env: []string{"TEST_TOKEN_AUTH_REDIS_URL=" + redisURL}})
 }
 
-func login(t *testing.T, p *caddyProc) apiResponse {
+func clusterLogin(t *testing.T, p *caddyProc) apiResponse {
 	t.Helper()
 	res := p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": "alice", "password": "alice-pw"})
 	if res.Status != http.StatusCreated {
@@ -47,7 +47,7 @@ func refresh(p *caddyProc, rt string) apiResponse {
 	return p.do("POST", "/authentication", map[string]string{"action": "refresh", "refresh_token": rt})
 }
 
-func guarded(p *caddyProc, at string) int {
+func clusterGuarded(p *caddyProc, at string) int {
 	return p.do("GET", "/api/thing", nil, "Authorization", "Bearer "+at).Status
 }
 
@@ -82,12 +82,12 @@ func TestClusterTwoInstances(t *testing.T) {
 	b := startClusterNode(t, url, site)
 
 	// login at A, refresh at B, the old refresh token again at A
-	first := login(t, a)
+	first := clusterLogin(t, a)
 	second := refresh(b, first.str("refreshToken"))
 	if second.Status != http.StatusCreated {
 		t.Fatalf("refresh at B: %d %s", second.Status, second.Raw)
 	}
-	if guarded(a, second.str("accessToken")) != 200 || guarded(b, first.str("accessToken")) != 200 {
+	if clusterGuarded(a, second.str("accessToken")) != 200 || clusterGuarded(b, first.str("accessToken")) != 200 {
 		t.Fatal("tokens must be accepted by both instances")
 	}
 	reuse := refresh(a, first.str("refreshToken"))
@@ -95,31 +95,31 @@ func TestClusterTwoInstances(t *testing.T) {
 		t.Fatalf("reuse at A: %d %s", reuse.Status, reuse.Raw)
 	}
 	// the session is dead at both
-	if guarded(a, second.str("accessToken")) != http.StatusUnauthorized {
+	if clusterGuarded(a, second.str("accessToken")) != http.StatusUnauthorized {
 		t.Fatal("A still accepts the reused session's access token")
 	}
 	eventually(t, 5*time.Second, "B refuses the reused session", func() bool {
-		return guarded(b, second.str("accessToken")) == http.StatusUnauthorized
+		return clusterGuarded(b, second.str("accessToken")) == http.StatusUnauthorized
 	})
 	if res := refresh(b, second.str("refreshToken")); res.Status != http.StatusUnauthorized {
 		t.Fatalf("refresh of the revoked session at B: %d %s", res.Status, res.Raw)
 	}
 
 	// logout at A: refused at B within 5 s
-	third := login(t, a)
-	if guarded(b, third.str("accessToken")) != 200 {
+	third := clusterLogin(t, a)
+	if clusterGuarded(b, third.str("accessToken")) != 200 {
 		t.Fatal("B must accept a fresh session")
 	}
 	if res := a.do("DELETE", "/authentication", nil, "Authorization", "Bearer "+third.str("accessToken")); res.Status != 200 {
 		t.Fatalf("logout at A: %d %s", res.Status, res.Raw)
 	}
 	eventually(t, 5*time.Second, "B refuses the logged-out session", func() bool {
-		return guarded(b, third.str("accessToken")) == http.StatusUnauthorized
+		return clusterGuarded(b, third.str("accessToken")) == http.StatusUnauthorized
 	})
 
 	// an admin revocation at B: refused at A within 5 s
-	fourth := login(t, a)
-	if guarded(a, fourth.str("accessToken")) != 200 {
+	fourth := clusterLogin(t, a)
+	if clusterGuarded(a, fourth.str("accessToken")) != 200 {
 		t.Fatal("A must accept a fresh session")
 	}
 	status, _, raw := b.admin("DELETE", "/token_auth/"+realmOf(site)+"/sessions/"+sidOf(fourth))
@@ -127,7 +127,7 @@ func TestClusterTwoInstances(t *testing.T) {
 		t.Fatalf("admin revoke at B: %d %s", status, raw)
 	}
 	eventually(t, 5*time.Second, "A refuses the session revoked through B's admin API", func() bool {
-		return guarded(a, fourth.str("accessToken")) == http.StatusUnauthorized
+		return clusterGuarded(a, fourth.str("accessToken")) == http.StatusUnauthorized
 	})
 	if res := refresh(a, fourth.str("refreshToken")); res.Status != http.StatusUnauthorized {
 		t.Fatalf("refresh after admin revocation: %d %s", res.Status, res.Raw)
@@ -148,7 +148,7 @@ func TestAdminAPISessions(t *testing.T) {
 	realm := realmOf(site)
 	a := startClusterNode(t, url, site)
 	b := startClusterNode(t, url, site)
-	one, two := login(t, a), login(t, b)
+	one, two := clusterLogin(t, a), clusterLogin(t, b)
 
 	status, body, raw := a.admin("GET", "/token_auth/"+realm+"/sessions?user=alice")
 	if status != 200 {
@@ -182,7 +182,7 @@ func TestAdminAPISessions(t *testing.T) {
 	}
 	for _, res := range []apiResponse{one, two} {
 		eventually(t, 5*time.Second, "B refuses alice's revoked sessions", func() bool {
-			return guarded(b, res.str("accessToken")) == http.StatusUnauthorized
+			return clusterGuarded(b, res.str("accessToken")) == http.StatusUnauthorized
 		})
 	}
 	_, body, raw = b.admin("GET", "/token_auth/"+realm+"/sessions?user=alice")
@@ -219,7 +219,7 @@ func TestAdminAPISessions(t *testing.T) {
 func TestClusterRedisOutage(t *testing.T) {
 	srv := startRedisServer(t) // its own server: this test stops it
 	p := startClusterNode(t, srv.URL, clusterSite(t, "outage"))
-	pair := login(t, p)
+	pair := clusterLogin(t, p)
 
 	srv.stop()
 	for i := 0; i < 3; i++ {
@@ -230,7 +230,7 @@ func TestClusterRedisOutage(t *testing.T) {
 		if res := refresh(p, pair.str("refreshToken")); res.Status != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
 			t.Fatalf("refresh while Redis is down: %d %s", res.Status, res.Raw)
 		}
-		if status := guarded(p, pair.str("accessToken")); status != 200 {
+		if status := clusterGuarded(p, pair.str("accessToken")); status != 200 {
 			t.Fatalf("guarded request while Redis is down: %d", status)
 		}
 	}
@@ -242,7 +242,7 @@ func TestClusterRedisOutage(t *testing.T) {
 	eventually(t, 15*time.Second, "login after Redis is back", func() bool {
 		return p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": "alice", "password": "alice-pw"}).Status == http.StatusCreated
 	})
-	again := login(t, p)
+	again := clusterLogin(t, p)
 	if res := refresh(p, again.str("refreshToken")); res.Status != http.StatusCreated {
 		t.Fatalf("refresh after Redis is back: %d %s", res.Status, res.Raw)
 	}

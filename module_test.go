@@ -33,7 +33,6 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"missing users file", TokenAuth{SigningKey: key, UsersFile: "/nonexistent/users.json", Store: mem}, "users file"},
 		{"plaintext password", TokenAuth{SigningKey: key, Users: []User{{ID: "a", Password: "secret"}}, Store: mem}, "password must be a bcrypt or argon2id hash"},
 		{"duplicate user", TokenAuth{SigningKey: key, Users: []User{{ID: "a", Password: h}, {ID: "a", Password: h}}, Store: mem}, `user "a" is defined twice`},
-		{"redis store", TokenAuth{SigningKey: key, Store: &StoreConfig{Backend: "redis", URL: "redis://127.0.0.1"}}, "store redis is not available"},
 		{"unknown store", TokenAuth{SigningKey: key, Store: &StoreConfig{Backend: "etcd"}}, `unknown store backend "etcd"`},
 		{"access_ttl over session_ttl", TokenAuth{SigningKey: key, Store: mem, AccessTTL: d(2 * time.Hour), SessionTTL: d(time.Hour)}, "access_ttl (2h0m0s) must not exceed idle_ttl or session_ttl"},
 		{"access_ttl over idle_ttl", TokenAuth{SigningKey: key, Store: mem, AccessTTL: d(2 * time.Hour), IdleTTL: d(time.Hour)}, "must not exceed idle_ttl"},

@@ -90,7 +90,7 @@ func storeFactories(t *testing.T) map[string]func(t *testing.T) Store {
 	}
 }
 
-func newTestSession(id, user string, now time.Time) Session {
+func sessionFixture(id, user string, now time.Time) Session {
 	return Session{ID: id, User: user, Created: now, LastUsed: now, Expires: now.Add(time.Hour), Generation: 1, IdleTTL: 10 * time.Minute}
 }
 
@@ -110,9 +110,9 @@ func TestStores(t *testing.T) {
 				t.Fatalf("Revoke unknown: %v", err)
 			}
 
-			a1 := newTestSession("a1", "alice", now)
-			a2 := newTestSession("a2", "alice", now.Add(time.Millisecond))
-			b1 := newTestSession("b1", "bob", now)
+			a1 := sessionFixture("a1", "alice", now)
+			a2 := sessionFixture("a2", "alice", now.Add(time.Millisecond))
+			b1 := sessionFixture("b1", "bob", now)
 			for _, s := range []Session{a1, a2, b1} {
 				if err := st.Create(ctx, s); err != nil {
 					t.Fatal(err)
@@ -169,7 +169,7 @@ func TestStores(t *testing.T) {
 			}
 
 			// purge drops what can no longer be refreshed, and only that
-			c1 := newTestSession("c1", "carol", now)
+			c1 := sessionFixture("c1", "carol", now)
 			c1.Expires = now.Add(time.Hour)
 			c1.IdleTTL = 0
 			if err := st.Create(ctx, c1); err != nil {
@@ -209,7 +209,7 @@ func TestStoreConcurrentRotation(t *testing.T) {
 			t.Run(name+"/grace="+grace.String(), func(t *testing.T) {
 				st := newStore(t)
 				now := time.Now()
-				if err := st.Create(ctx, newTestSession("s", "u", now)); err != nil {
+				if err := st.Create(ctx, sessionFixture("s", "u", now)); err != nil {
 					t.Fatal(err)
 				}
 				var mu sync.Mutex
@@ -263,7 +263,7 @@ func TestBoltStorePersistsAndSharesFile(t *testing.T) {
 	one, _ := newBoltStore(db, "one")
 	two, _ := newBoltStore(db, "two")
 	now := time.Now()
-	if err := one.Create(ctx, newTestSession("s1", "alice", now)); err != nil {
+	if err := one.Create(ctx, sessionFixture("s1", "alice", now)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := two.Get(ctx, "s1"); !errors.Is(err, ErrSessionNotFound) {
