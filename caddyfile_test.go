@@ -183,7 +183,6 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"store bolt a b", "store takes `bolt [<path>]`, `redis <url>` or `memory`"},
 		{"store memory extra", "store takes"},
 		{"store redis", "store takes"},
-		{"store redis redis://localhost:6379", "store redis is not available in this version"},
 		{"store etcd", "store takes"},
 		{"require role", "require takes `role <role...>`"},
 		{"require group admin", "require takes `role <role...>`"},

@@ -302,7 +302,7 @@ elseif presented == gen then
   redis.call('HSET', key, 'gen', int(gen + 1), 'rotated_at', ARGV[3], 'last_used', ARGV[3])
   s.last_used = ARGV[3]
   redis.call('PEXPIREAT', key, int(math.ceil(deadline(s) / 1000)))
-elseif presented + 1 == gen and s.rotated_at ~= '0' and now - tonumber(s.rotated_at) <= grace then
+elseif presented + 1 == gen and grace > 0 and s.rotated_at ~= '0' and now - tonumber(s.rotated_at) <= grace then
   outcome = 1 -- graced
 else
   outcome = 2 -- reused
