@@ -15,15 +15,19 @@ import (
 func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	raw := ta.accessTokenFrom(r)
 	if raw == "" {
+		ta.countGuard("no_token")
 		return ta.refuse(w, "")
 	}
 	claims, err := ta.tokens.verifyAccess(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
+		ta.countGuard("invalid_token")
 		return ta.refuse(w, "invalid_token")
 	}
 	if len(ta.RequireRoles) > 0 && !hasAnyRole(claims.Roles, ta.RequireRoles) {
+		ta.countGuard("forbidden")
 		return writeError(w, newAPIError(http.StatusForbidden, "Missing a required role"))
 	}
+	ta.countGuard("accepted")
 	setIdentityPlaceholders(r, claims)
 	return next.ServeHTTP(w, r)
 }
