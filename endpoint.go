@@ -133,17 +133,22 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	}
 	user, err := ta.users.authenticate(loginName, req.Password, isEmail)
 	if err != nil {
+		ta.countLogin("error")
 		return nil, err
 	}
 	if user == nil {
-		ta.logger.Info("login failed", zap.String("user", loginName), zap.String("client_ip", clientIP(r)))
+		ta.countLogin("failure")
+		// one line per failure, client_ip first: what fail2ban matches (README)
+		ta.logger.Info("login failed", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("user", loginName))
 		return nil, errInvalidLogin()
 	}
 	session, err := ta.openSession(r.Context(), user)
 	if err != nil {
+		ta.countLogin("error")
 		return nil, err
 	}
-	ta.logger.Info("login succeeded", zap.String("user", user.ID), zap.String("sid", session.ID), zap.String("client_ip", clientIP(r)))
+	ta.countLogin("success")
+	ta.logger.Info("login succeeded", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("user", user.ID), zap.String("sid", session.ID))
 	return ta.issuePair(user, session, "local")
 }
 
@@ -186,26 +191,34 @@ func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authRes
 func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 	claims, err := ta.tokens.verifyRefresh(raw)
 	if err != nil {
+		ta.countRefresh("invalid")
+		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("reason", "invalid_token"))
 		return nil, errNotAuthenticated()
 	}
 	s, outcome, err := ta.realm.store.Rotate(r.Context(), claims.SID, claims.Generation, ta.now(), time.Duration(*ta.ReuseGrace))
 	if errors.Is(err, ErrSessionNotFound) {
+		ta.countRefresh("invalid")
+		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("sid", claims.SID), zap.String("reason", "unknown_session"))
 		return nil, errNotAuthenticated()
 	}
 	if err != nil {
+		ta.countRefresh("error")
 		return nil, err
 	}
+	ta.countRefresh(outcome.String())
 	switch outcome {
 	case reused:
 		if _, err := ta.realm.revoke(r.Context(), revocation{sid: s.ID, alreadyStored: true}); err != nil {
 			return nil, err
 		}
 		ta.logger.Warn("refresh token reused; session revoked",
+			zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
 			zap.String("user", s.User), zap.String("sid", s.ID),
-			zap.Uint64("presented_generation", claims.Generation), zap.Uint64("current_generation", s.Generation),
-			zap.String("client_ip", clientIP(r)))
+			zap.Uint64("presented_generation", claims.Generation), zap.Uint64("current_generation", s.Generation))
 		return nil, errTokenReused()
 	case refusedRevoked, refusedExpired:
+		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", outcome.String()))
 		return nil, errNotAuthenticated()
 	}
 	user := ta.users.byID(s.User)
@@ -214,8 +227,12 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 		if err := ta.revokeSession(r.Context(), s.ID); err != nil {
 			return nil, err
 		}
+		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", "user_removed"))
 		return nil, errNotAuthenticated()
 	}
+	ta.logger.Info("session refreshed", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+		zap.String("user", s.User), zap.String("sid", s.ID), zap.String("outcome", outcome.String()))
 	return ta.issuePair(user, s, "refresh")
 }
 
@@ -266,8 +283,8 @@ func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}
-	ta.logger.Info("logout", zap.String("user", claims.Subject), zap.String("sid", claims.SID),
-		zap.String("scope", r.URL.Query().Get("scope")), zap.String("client_ip", clientIP(r)))
+	ta.logger.Info("logout", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+		zap.String("user", claims.Subject), zap.String("sid", claims.SID), zap.String("scope", r.URL.Query().Get("scope")))
 	if fromCookie {
 		ta.clearSessionCookies(w, r)
 	}

@@ -15,18 +15,23 @@ import (
 func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	raw, fromCookie := ta.accessToken(r)
 	if fromCookie && !csrfAllowed(r) {
+		ta.countGuard("cross_origin")
 		return writeError(w, errCrossOrigin())
 	}
 	if raw == "" {
+		ta.countGuard("no_token")
 		return ta.deny(w, r, "", nil)
 	}
 	claims, err := ta.tokens.verifyAccess(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
+		ta.countGuard("invalid_token")
 		return ta.deny(w, r, "invalid_token", err)
 	}
 	if len(ta.RequireRoles) > 0 && !hasAnyRole(claims.Roles, ta.RequireRoles) {
+		ta.countGuard("forbidden")
 		return writeError(w, newAPIError(http.StatusForbidden, "Missing a required role"))
 	}
+	ta.countGuard("accepted")
 	setIdentityPlaceholders(r, claims)
 	return next.ServeHTTP(w, r)
 }

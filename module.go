@@ -135,6 +135,11 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.logger = ctx.Logger()
 	ta.now = time.Now
 	ta.applyDefaults()
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if err := registerMetrics(reg, ta.Realm); err != nil {
+			return fmt.Errorf("registering metrics: %w", err)
+		}
+	}
 
 	keys, err := ta.loadKeys(ctx)
 	if err != nil {

@@ -1,0 +1,104 @@
+package tokenauth
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The plugin's Prometheus metrics, served by Caddy's `metrics` handler and
+// the admin endpoint's /metrics with Caddy's own:
+//
+//	caddy_token_auth_logins_total{realm,result}          success | failure | error
+//	caddy_token_auth_refreshes_total{realm,result}       rotated | graced | reused | revoked | expired | invalid | error
+//	caddy_token_auth_reuse_detections_total{realm}       refresh tokens presented again: the session was revoked
+//	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden
+//
+// The counters are process-wide so they keep counting across config
+// reloads; each new config's registry gets them registered once.
+var tokenAuthMetrics = struct {
+	logins, refreshes, reuse, guard *prometheus.CounterVec
+}{
+	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "token_auth", Name: "logins_total",
+		Help: "Password logins at the token_auth endpoint, by result (success, failure: bad credentials, error: server fault).",
+	}, []string{"realm", "result"}),
+	refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "token_auth", Name: "refreshes_total",
+		Help: "Refresh token requests, by result (rotated, graced: racing duplicate within reuse_grace, reused, revoked, expired, invalid, error).",
+	}, []string{"realm", "result"}),
+	reuse: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "token_auth", Name: "reuse_detections_total",
+		Help: "Refresh tokens presented again after their rotation; each revoked its whole session.",
+	}, []string{"realm"}),
+	guard: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "token_auth", Name: "guard_decisions_total",
+		Help: "Guarded requests, by decision (accepted, no_token, invalid_token: bad, expired or revoked, forbidden: missing role).",
+	}, []string{"realm", "result"}),
+}
+
+// Result labels that exist from the start (at zero), so dashboards and
+// alerts see every series before the first event.
+var (
+	loginResults   = []string{"success", "failure", "error"}
+	refreshResults = []string{"rotated", "graced", "reused", "revoked", "expired", "invalid", "error"}
+	guardResults   = []string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin"}
+)
+
+// registerMetrics adds the plugin's collectors to a config's registry.
+// Several token_auth handlers share one registry, so a collector already
+// registered there is fine.
+func registerMetrics(reg prometheus.Registerer, realm string) error {
+	m := tokenAuthMetrics
+	for _, c := range []*prometheus.CounterVec{m.logins, m.refreshes, m.reuse, m.guard} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	for _, r := range loginResults {
+		m.logins.WithLabelValues(realm, r)
+	}
+	for _, r := range refreshResults {
+		m.refreshes.WithLabelValues(realm, r)
+	}
+	for _, r := range guardResults {
+		m.guard.WithLabelValues(realm, r)
+	}
+	m.reuse.WithLabelValues(realm)
+	return nil
+}
+
+func (ta *TokenAuth) countLogin(result string) {
+	tokenAuthMetrics.logins.WithLabelValues(ta.Realm, result).Inc()
+}
+
+func (ta *TokenAuth) countRefresh(result string) {
+	tokenAuthMetrics.refreshes.WithLabelValues(ta.Realm, result).Inc()
+	if result == "reused" {
+		tokenAuthMetrics.reuse.WithLabelValues(ta.Realm).Inc()
+	}
+}
+
+func (ta *TokenAuth) countGuard(result string) {
+	tokenAuthMetrics.guard.WithLabelValues(ta.Realm, result).Inc()
+}
+
+// String is the rotation outcome as a metric label and log field.
+func (r rotation) String() string {
+	switch r {
+	case rotated:
+		return "rotated"
+	case graced:
+		return "graced"
+	case reused:
+		return "reused"
+	case refusedRevoked:
+		return "revoked"
+	case refusedExpired:
+		return "expired"
+	}
+	return "unknown"
+}
