@@ -9,7 +9,6 @@ import (
 	"testing"
 )
 
-
 // requireTool finds a program the test needs. Without it the test is
 // skipped locally but fails under CI=true, where test.d installs it.
 func requireTool(t *testing.T, name string) string {
