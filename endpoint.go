@@ -125,12 +125,11 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	if req.Email != "" {
 		loginName, isEmail = req.Email, true
 	}
-	user, err := ta.users.authenticate(loginName, req.Password, isEmail)
+	user, err := ta.checkPassword(r, loginName, req.Password, isEmail) // throttle.go
 	if err != nil {
 		return nil, err
 	}
 	if user == nil {
-		ta.logger.Info("login failed", zap.String("user", loginName), zap.String("client_ip", clientIP(r)))
 		return nil, errInvalidLogin()
 	}
 	session, err := ta.openSession(r.Context(), user)

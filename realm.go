@@ -23,6 +23,9 @@ type realmState struct {
 	release func() // gives back pooled resources the store holds
 	stop    chan struct{}
 	done    sync.WaitGroup
+
+	// failures counts failed logins for the throttle (throttle.go).
+	failures failureCounter
 }
 
 // realmPool holds one realmState per realm and store configuration, so a
@@ -71,6 +74,7 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 		release: release,
 		stop:    make(chan struct{}),
 	}
+	rs.failures = newMemoryFailures()
 	revoked, err := store.ListRevoked(context.Background())
 	if err != nil {
 		// The store may come back; until then the guard cannot learn of
@@ -113,6 +117,9 @@ func (rs *realmState) sweep(logger *zap.Logger) {
 			return
 		case now := <-ticker.C:
 			rs.revoked.prune(now)
+			if p, ok := rs.failures.(interface{ prune(time.Time) }); ok {
+				p.prune(now)
+			}
 			if p, ok := rs.store.(purger); ok {
 				if err := p.purge(now); err != nil {
 					logger.Warn("purging expired sessions", zap.String("realm", rs.name), zap.Error(err))

@@ -113,6 +113,9 @@ func newTokenService(keys *keyRing, issuer, audience string, accessTTL time.Dura
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(func() time.Time { return ts.now() }),
+		// Canonical base64url only: otherwise several strings (differing in
+		// a signature's unused trailing bits) are the same valid token.
+		jwt.WithStrictDecoding(),
 	)
 	return ts
 }
@@ -201,6 +204,9 @@ func (ts *tokenService) verifyRefresh(raw string) (*refreshClaims, error) {
 func (ts *tokenService) verify(raw, wantTyp string, claims jwt.Claims) error {
 	if raw == "" || len(raw) > maxTokenSize {
 		return fmt.Errorf("%w: empty or oversized", errInvalidToken)
+	}
+	if err := checkTokenJSON(raw); err != nil { // tokens_strict.go
+		return fmt.Errorf("%w: %v", errInvalidToken, err)
 	}
 	_, err := ts.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		return ts.keyFor(t, wantTyp)
