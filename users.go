@@ -184,6 +184,9 @@ func jsonErrorLine(data []byte, err error, fallback int64) int {
 	case errors.As(err, &typeErr):
 		offset = typeErr.Offset
 	}
+	if off, ok := unknownFieldOffset(data, err); ok { // users_lines.go
+		offset = off
+	}
 	if offset > int64(len(data)) {
 		offset = int64(len(data))
 	}
