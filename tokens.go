@@ -198,6 +198,12 @@ func (ts *tokenService) verifyRefresh(raw string) (*refreshClaims, error) {
 	if claims.SID == "" || claims.Subject == "" {
 		return nil, fmt.Errorf("%w: missing sub or sid", errInvalidToken)
 	}
+	// Generations start at 1: a refresh token without one was never
+	// issued, and must not reach the store as "generation 0", which would
+	// be taken for reuse and revoke the session.
+	if claims.Generation == 0 {
+		return nil, fmt.Errorf("%w: missing gen", errInvalidToken)
+	}
 	return claims, nil
 }
 
