@@ -209,8 +209,12 @@ func newHashSlots(n int) hashSlots {
 	return make(hashSlots, n)
 }
 
-// acquire takes a slot, waiting at most hashSlotWait.
+// acquire takes a slot, waiting at most hashSlotWait. A nil hashSlots
+// (a handler built without Provision) does not bound anything.
 func (s hashSlots) acquire(ctx context.Context) bool {
+	if s == nil {
+		return true
+	}
 	select {
 	case s <- struct{}{}:
 		return true
@@ -228,7 +232,11 @@ func (s hashSlots) acquire(ctx context.Context) bool {
 	}
 }
 
-func (s hashSlots) release() { <-s }
+func (s hashSlots) release() {
+	if s != nil {
+		<-s
+	}
+}
 
 func errTooManyFailures(retry time.Duration) *apiError {
 	e := newAPIError(http.StatusTooManyRequests, "Too many failed logins, try again later")
@@ -263,7 +271,10 @@ func (ta *TokenAuth) throttleKeys(r *http.Request, login string, isEmail bool) (
 func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
 	ctx := r.Context()
 	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
-	if !ta.throttle.Off {
+	// A handler built without Provision (as some unit tests do) has a zero
+	// config and no counter: it is not throttled.
+	throttled := !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
+	if throttled {
 		var longest time.Duration
 		for _, key := range []string{userKey, ipKey} {
 			left, err := ta.realm.failures.Banned(ctx, key)
@@ -292,7 +303,7 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 	// user name is the client's and could imitate other fields.
 	if user != nil {
 		ta.logger.Debug("password accepted", zap.String("client_ip", ip), zap.String("user", user.ID))
-		if ta.throttle.Off {
+		if !throttled {
 			return user, nil
 		}
 		// A success forgives only the failures it explains: this user's
@@ -306,7 +317,7 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 		return user, nil
 	}
 	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("user", login))
-	if ta.throttle.Off {
+	if !throttled {
 		return nil, nil
 	}
 	for _, c := range []struct{ key, source string }{{userKey, ip}, {ipKey, userKey}} {
