@@ -101,7 +101,8 @@ type TokenAuth struct {
 	// MaxConcurrentHashes bounds the password verifications this handler
 	// runs at once (bcrypt and argon2id are deliberately slow); a login that
 	// finds no free slot within a short wait gets 503 with Retry-After, so a
-	// login flood cannot starve the guarded site. Default: the number of CPUs.
+	// login flood cannot starve the guarded site. Default: half the number
+	// of CPUs, at least 1.
 	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
 
 	realm    *realmState

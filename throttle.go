@@ -202,9 +202,17 @@ func (m *memoryFailures) makeRoom(now time.Time) {
 // takes at most that many CPUs and guarded requests keep flowing.
 type hashSlots chan struct{}
 
+// defaultHashSlots is half the CPUs, at least one: with every CPU allowed to
+// hash, a login flood takes every CPU and the guarded site gets what the
+// scheduler leaves (a fifth to two fifths of its throughput on two CPUs in
+// BENCHMARKS.md); with half, it keeps about half.
+func defaultHashSlots() int {
+	return max(1, runtime.NumCPU()/2)
+}
+
 func newHashSlots(n int) hashSlots {
 	if n <= 0 {
-		n = runtime.NumCPU()
+		n = defaultHashSlots()
 	}
 	return make(hashSlots, n)
 }
