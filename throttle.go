@@ -74,7 +74,9 @@ func (c ThrottleConfig) validate() error {
 // shared by every handler of a realm and survives config reloads; an
 // implementation backed by a shared store makes the throttle hold across
 // instances. Durations, not instants, cross the interface so a store may
-// keep time by its own clock.
+// keep time by its own clock. (In Redis, for instance: a hash per key,
+// HINCRBY key source 1 with EXPIRE key window NX and the sum of HVALS for
+// Fail, HDEL for Forgive, SET ban:key PX for Ban, PTTL ban:key for Banned.)
 type failureCounter interface {
 	// Fail records one failure of key from source and returns the number
 	// of failures of key, from all sources, in the current window (which
