@@ -95,6 +95,7 @@ func TestUsersFileErrorsNameTheLine(t *testing.T) {
 		{"json reserved claim", "{\"users\": [\n\n {\"id\": \"a\", \"password\": \"" + good + "\", \"claims\": {\"sub\": \"x\"}}]}", "line 3"},
 		{"htpasswd no colon", "a:" + good + "\n# comment\nbroken\n", "line 3"},
 		{"htpasswd bad hash", "\n\nb:{SHA}abc\n", "line 3"},
+		{"htpasswd line too long", "a:" + good + "\nb:" + strings.Repeat("x", 70<<10) + "\n", "line 2"},
 		{"htpasswd empty id", "a:" + good + "\n:" + good + "\n", "line 2"},
 	} {
 		_, err := parseUsersFile([]byte(tc.file))

@@ -222,7 +222,8 @@ func userLine(data []byte, i int) int {
 func parseHtpasswd(data []byte) ([]User, error) {
 	var users []User
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -237,7 +238,10 @@ func parseHtpasswd(data []byte) ([]User, error) {
 		}
 		users = append(users, u)
 	}
-	return users, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("line %d: %v", n, err) // e.g. a line over 64 KiB
+	}
+	return users, nil
 }
 
 // userDirectory is the handler's view of its users: inline users plus an
