@@ -131,15 +131,13 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	if req.Email != "" {
 		loginName, isEmail = req.Email, true
 	}
-	user, err := ta.users.authenticate(loginName, req.Password, isEmail)
+	user, err := ta.checkPassword(r, loginName, req.Password, isEmail) // throttle.go
 	if err != nil {
-		ta.countLogin("error")
+		ta.countLogin(loginErrorResult(err))
 		return nil, err
 	}
 	if user == nil {
 		ta.countLogin("failure")
-		// one line per failure, client_ip first: what fail2ban matches (README)
-		ta.logger.Info("login failed", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("user", loginName))
 		return nil, errInvalidLogin()
 	}
 	session, err := ta.openSession(r.Context(), user)

@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"errors"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -9,7 +10,7 @@ import (
 // The plugin's Prometheus metrics, served by Caddy's `metrics` handler and
 // the admin endpoint's /metrics with Caddy's own:
 //
-//	caddy_token_auth_logins_total{realm,result}          success | failure | error
+//	caddy_token_auth_logins_total{realm,result}          success | failure | throttled | busy | error
 //	caddy_token_auth_refreshes_total{realm,result}       rotated | graced | reused | revoked | expired | invalid | error
 //	caddy_token_auth_reuse_detections_total{realm}       refresh tokens presented again: the session was revoked
 //	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden
@@ -40,7 +41,7 @@ var tokenAuthMetrics = struct {
 // Result labels that exist from the start (at zero), so dashboards and
 // alerts see every series before the first event.
 var (
-	loginResults   = []string{"success", "failure", "error"}
+	loginResults   = []string{"success", "failure", "throttled", "busy", "error"}
 	refreshResults = []string{"rotated", "graced", "reused", "revoked", "expired", "invalid", "error"}
 	guardResults   = []string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin"}
 )
@@ -101,4 +102,20 @@ func (r rotation) String() string {
 		return "expired"
 	}
 	return "unknown"
+}
+
+// loginErrorResult names the metrics result of a login that ended in an
+// error before any password verdict: refused by the throttle, turned away
+// because every hashing slot was busy, or a server fault.
+func loginErrorResult(err error) string {
+	var apiErr *apiError
+	if errors.As(err, &apiErr) {
+		switch apiErr.Code {
+		case http.StatusTooManyRequests:
+			return "throttled"
+		case http.StatusServiceUnavailable:
+			return "busy"
+		}
+	}
+	return "error"
 }

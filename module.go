@@ -111,6 +111,19 @@ type TokenAuth struct {
 	// roles; others get 403.
 	RequireRoles []string `json:"require_roles,omitempty"`
 
+	// Throttle bans a user id or a client IP (as Caddy determines it,
+	// honouring the server's trusted_proxies) after repeated failed logins:
+	// 429 with Retry-After, whatever password is sent. Default: 5 failures
+	// in 10m ban for 10m.
+	Throttle *ThrottleConfig `json:"throttle,omitempty"`
+
+	// MaxConcurrentHashes bounds the password verifications this handler
+	// runs at once (bcrypt and argon2id are deliberately slow); a login that
+	// finds no free slot within a short wait gets 503 with Retry-After, so a
+	// login flood cannot starve the guarded site. Default: half the number
+	// of CPUs, at least 1.
+	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -119,6 +132,9 @@ type TokenAuth struct {
 	now      func() time.Time
 
 	loginTemplate *template.Template
+	// throttle.go
+	throttle  ThrottleConfig
+	hashSlots hashSlots
 }
 
 // CaddyModule returns the Caddy module information.
@@ -158,6 +174,11 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	ta.throttle = ta.Throttle.resolved()
+	if err := ta.throttle.validate(); err != nil {
+		return err
+	}
+	ta.hashSlots = newHashSlots(ta.MaxConcurrentHashes)
 
 	ta.storeCfg = ta.Store.resolvedOrDefault()
 	if err := ta.storeCfg.validate(); err != nil {

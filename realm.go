@@ -29,6 +29,9 @@ type realmState struct {
 	// accessTTL is the longest access_ttl of the handlers using the realm:
 	// how long a revoked session's access tokens may still be presented.
 	accessTTL atomic.Int64
+
+	// failures counts failed logins for the throttle (throttle.go).
+	failures failureCounter
 }
 
 // realmPool holds one realmState per realm and store configuration, so a
@@ -78,6 +81,7 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 		stop:    make(chan struct{}),
 		logger:  logger,
 	}
+	rs.failures = newMemoryFailures()
 	revoked, err := store.ListRevoked(context.Background())
 	if err != nil {
 		// The store may come back; until then the guard cannot learn of
@@ -129,6 +133,9 @@ func (rs *realmState) sweep(logger *zap.Logger) {
 			return
 		case now := <-ticker.C:
 			rs.revoked.prune(now)
+			if p, ok := rs.failures.(interface{ prune(time.Time) }); ok {
+				p.prune(now)
+			}
 			if p, ok := rs.store.(purger); ok {
 				if err := p.purge(now); err != nil {
 					logger.Warn("purging expired sessions", zap.String("realm", rs.name), zap.Error(err))

@@ -113,6 +113,9 @@ func newTokenService(keys *keyRing, issuer, audience string, accessTTL time.Dura
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(func() time.Time { return ts.now() }),
+		// Canonical base64url only: otherwise several strings (differing in
+		// a signature's unused trailing bits) are the same valid token.
+		jwt.WithStrictDecoding(),
 	)
 	return ts
 }
@@ -195,12 +198,21 @@ func (ts *tokenService) verifyRefresh(raw string) (*refreshClaims, error) {
 	if claims.SID == "" || claims.Subject == "" {
 		return nil, fmt.Errorf("%w: missing sub or sid", errInvalidToken)
 	}
+	// Generations start at 1: a refresh token without one was never
+	// issued, and must not reach the store as "generation 0", which would
+	// be taken for reuse and revoke the session.
+	if claims.Generation == 0 {
+		return nil, fmt.Errorf("%w: missing gen", errInvalidToken)
+	}
 	return claims, nil
 }
 
 func (ts *tokenService) verify(raw, wantTyp string, claims jwt.Claims) error {
 	if raw == "" || len(raw) > maxTokenSize {
 		return fmt.Errorf("%w: empty or oversized", errInvalidToken)
+	}
+	if err := checkTokenJSON(raw); err != nil { // tokens_strict.go
+		return fmt.Errorf("%w: %v", errInvalidToken, err)
 	}
 	_, err := ts.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		return ts.keyFor(t, wantTyp)

@@ -1,0 +1,393 @@
+package tokenauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+)
+
+// Defaults of the brute-force throttle and of the hashing bound.
+const (
+	defaultThrottleFailures = 5
+	defaultThrottleWindow   = 10 * time.Minute
+	defaultThrottleBan      = 10 * time.Minute
+
+	// hashSlotWait is how long a login waits for a free hashing slot
+	// before it is answered 503.
+	hashSlotWait = 250 * time.Millisecond
+	// hashBusyRetry is the Retry-After of that 503.
+	hashBusyRetry = time.Second
+)
+
+// ThrottleConfig bans logins after repeated failures, per user and per
+// client IP.
+type ThrottleConfig struct {
+	// Failures within Window that ban a user id or a client IP. Default: 5.
+	Failures int `json:"failures,omitempty"`
+
+	// Window in which failures are counted. Default: 10m.
+	Window caddy.Duration `json:"window,omitempty"`
+
+	// Ban is how long a banned user id or client IP gets 429, whatever
+	// password it sends. Default: 10m.
+	Ban caddy.Duration `json:"ban,omitempty"`
+
+	// Off disables throttling (for example behind a proxy that already
+	// does it). Not recommended on a public site.
+	Off bool `json:"off,omitempty"`
+}
+
+// resolved fills the defaults of a possibly absent config.
+func (c *ThrottleConfig) resolved() ThrottleConfig {
+	var out ThrottleConfig
+	if c != nil {
+		out = *c
+	}
+	if out.Failures == 0 {
+		out.Failures = defaultThrottleFailures
+	}
+	setDefault(&out.Window, defaultThrottleWindow)
+	setDefault(&out.Ban, defaultThrottleBan)
+	return out
+}
+
+func (c ThrottleConfig) validate() error {
+	if c.Failures < 0 || c.Window < 0 || c.Ban < 0 {
+		return errors.New("throttle: failures, window and ban must be positive")
+	}
+	return nil
+}
+
+// failureCounter counts failed logins and keeps bans. A key is what is
+// throttled ("user:<id>", "ip:<addr>"); a source is where a failure came
+// from, so that a success forgives only the failures it explains. It is
+// shared by every handler of a realm and survives config reloads; an
+// implementation backed by a shared store makes the throttle hold across
+// instances. Durations, not instants, cross the interface so a store may
+// keep time by its own clock. (In Redis, for instance: a hash per key,
+// HINCRBY key source 1 with EXPIRE key window NX and the sum of HVALS for
+// Fail, HDEL for Forgive, SET ban:key PX for Ban, PTTL ban:key for Banned.)
+type failureCounter interface {
+	// Fail records one failure of key from source and returns the number
+	// of failures of key, from all sources, in the current window (which
+	// starts at the first failure of key and lasts window).
+	Fail(ctx context.Context, key, source string, window time.Duration) (int, error)
+	// Forgive forgets key's failures from source.
+	Forgive(ctx context.Context, key, source string) error
+	// Ban refuses key for d, and forgets its failures.
+	Ban(ctx context.Context, key string, d time.Duration) error
+	// Banned returns how much longer key is banned, 0 if it is not.
+	Banned(ctx context.Context, key string) (time.Duration, error)
+}
+
+// memoryFailures is the in-process failureCounter.
+type memoryFailures struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	entries map[string]*failureEntry
+	max     int // bound on entries: a flood of made-up user names cannot exhaust memory
+}
+
+type failureEntry struct {
+	windowEnd   time.Time
+	bySource    map[string]int
+	bannedUntil time.Time
+}
+
+// maxFailureEntries bounds the memory counter. When full, expired entries
+// are dropped first, then unbanned ones at random.
+const maxFailureEntries = 100_000
+
+func newMemoryFailures() *memoryFailures {
+	return &memoryFailures{now: time.Now, entries: make(map[string]*failureEntry), max: maxFailureEntries}
+}
+
+func (m *memoryFailures) Fail(_ context.Context, key, source string, window time.Duration) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	e := m.entries[key]
+	if e == nil {
+		if len(m.entries) >= m.max {
+			m.makeRoom(now)
+		}
+		e = &failureEntry{}
+		m.entries[key] = e
+	}
+	if !now.Before(e.windowEnd) {
+		e.windowEnd, e.bySource = now.Add(window), nil
+	}
+	if e.bySource == nil {
+		e.bySource = make(map[string]int)
+	}
+	e.bySource[source]++
+	total := 0
+	for _, n := range e.bySource {
+		total += n
+	}
+	return total, nil
+}
+
+func (m *memoryFailures) Forgive(_ context.Context, key, source string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.entries[key]; e != nil {
+		delete(e.bySource, source)
+	}
+	return nil
+}
+
+func (m *memoryFailures) Ban(_ context.Context, key string, d time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	e := m.entries[key]
+	if e == nil {
+		e = &failureEntry{}
+		m.entries[key] = e
+	}
+	e.bannedUntil, e.bySource, e.windowEnd = now.Add(d), nil, time.Time{}
+	return nil
+}
+
+func (m *memoryFailures) Banned(_ context.Context, key string) (time.Duration, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.entries[key]
+	if e == nil {
+		return 0, nil
+	}
+	if left := e.bannedUntil.Sub(m.now()); left > 0 {
+		return left, nil
+	}
+	return 0, nil
+}
+
+// prune drops entries whose window and ban are both over.
+func (m *memoryFailures) prune(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pruneLocked(now)
+}
+
+func (m *memoryFailures) pruneLocked(now time.Time) {
+	for k, e := range m.entries {
+		if !now.Before(e.windowEnd) && !now.Before(e.bannedUntil) {
+			delete(m.entries, k)
+		}
+	}
+}
+
+func (m *memoryFailures) makeRoom(now time.Time) {
+	m.pruneLocked(now)
+	for k, e := range m.entries { // random order
+		if len(m.entries) < m.max {
+			return
+		}
+		if !now.Before(e.bannedUntil) {
+			delete(m.entries, k)
+		}
+	}
+}
+
+// hashSlots bounds concurrent password verifications, so a login flood
+// takes at most that many CPUs and guarded requests keep flowing.
+type hashSlots chan struct{}
+
+// defaultHashSlots is half the CPUs, at least one: with every CPU allowed to
+// hash, a login flood takes every CPU and the guarded site gets what the
+// scheduler leaves (a fifth to two fifths of its throughput on two CPUs in
+// BENCHMARKS.md); with half, it keeps about half.
+func defaultHashSlots() int {
+	return max(1, runtime.NumCPU()/2)
+}
+
+func newHashSlots(n int) hashSlots {
+	if n <= 0 {
+		n = defaultHashSlots()
+	}
+	return make(hashSlots, n)
+}
+
+// acquire takes a slot, waiting at most hashSlotWait. A nil hashSlots
+// (a handler built without Provision) does not bound anything.
+func (s hashSlots) acquire(ctx context.Context) bool {
+	if s == nil {
+		return true
+	}
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(hashSlotWait)
+	defer t.Stop()
+	select {
+	case s <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s hashSlots) release() {
+	if s != nil {
+		<-s
+	}
+}
+
+func errTooManyFailures(retry time.Duration) *apiError {
+	e := newAPIError(http.StatusTooManyRequests, "Too many failed logins, try again later")
+	e.retryAfter = retry
+	return e
+}
+
+func errHashingBusy() *apiError {
+	e := newAPIError(http.StatusServiceUnavailable, "Too many logins at once, try again shortly")
+	e.retryAfter = hashBusyRetry
+	return e
+}
+
+// throttleKeys names the counters a login attempt is charged to: its user
+// (by id when the account exists, else by the login name as typed, so
+// unknown accounts are throttled alike) and its client IP.
+func (ta *TokenAuth) throttleKeys(r *http.Request, login string, isEmail bool) (userKey, ipKey, ip string) {
+	ip = clientIP(r)
+	if u := ta.users.users().find(login, isEmail); u != nil {
+		userKey = "user:" + u.ID
+	} else {
+		userKey = "user:" + strings.ToLower(login)
+	}
+	return userKey, "ip:" + ip, ip
+}
+
+// checkPassword is a password login with throttling and bounded hashing:
+// a banned user or client IP is answered 429 before any hashing; a login
+// finding no free hashing slot soon is answered 503; a failure is counted
+// against both the user and the client IP, and bans them at the limit.
+// It returns the user, or nil for a wrong login.
+func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
+	ctx := r.Context()
+	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
+	// A handler built without Provision (as some unit tests do) has a zero
+	// config and no counter: it is not throttled.
+	throttled := !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
+	if throttled {
+		var longest time.Duration
+		for _, key := range []string{userKey, ipKey} {
+			left, err := ta.realm.failures.Banned(ctx, key)
+			if err != nil {
+				return nil, fmt.Errorf("reading login throttle: %w", err)
+			}
+			longest = max(longest, left)
+		}
+		if longest > 0 {
+			ta.logger.Info("login refused: throttled", zap.String("client_ip", ip), zap.String("user", login))
+			return nil, errTooManyFailures(longest)
+		}
+	}
+
+	if !ta.hashSlots.acquire(ctx) {
+		ta.logger.Warn("login refused: too many password verifications at once", zap.String("client_ip", ip))
+		return nil, errHashingBusy()
+	}
+	user, err := ta.users.authenticate(login, password, isEmail)
+	ta.hashSlots.release()
+	if err != nil {
+		return nil, err
+	}
+
+	// client_ip comes first so a fail2ban filter can anchor on it: the
+	// user name is the client's and could imitate other fields.
+	if user != nil {
+		ta.logger.Debug("password accepted", zap.String("client_ip", ip), zap.String("user", user.ID))
+		if !throttled {
+			return user, nil
+		}
+		// A success forgives only the failures it explains: this user's
+		// from this IP. Other IPs' failures against this user stand.
+		if err := ta.realm.failures.Forgive(ctx, userKey, ip); err != nil {
+			return nil, fmt.Errorf("updating login throttle: %w", err)
+		}
+		if err := ta.realm.failures.Forgive(ctx, ipKey, userKey); err != nil {
+			return nil, fmt.Errorf("updating login throttle: %w", err)
+		}
+		return user, nil
+	}
+	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm), zap.String("user", login))
+	if !throttled {
+		return nil, nil
+	}
+	for _, c := range []struct{ key, source string }{{userKey, ip}, {ipKey, userKey}} {
+		n, err := ta.realm.failures.Fail(ctx, c.key, c.source, time.Duration(ta.throttle.Window))
+		if err != nil {
+			return nil, fmt.Errorf("updating login throttle: %w", err)
+		}
+		if n >= ta.throttle.Failures {
+			if err := ta.realm.failures.Ban(ctx, c.key, time.Duration(ta.throttle.Ban)); err != nil {
+				return nil, fmt.Errorf("updating login throttle: %w", err)
+			}
+			ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", c.key),
+				zap.Int("failures", n), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
+		}
+	}
+	return nil, nil
+}
+
+// The Caddyfile options of this file, registered with the others.
+func init() {
+	subdirectives["throttle"] = parseThrottle
+	subdirectives["max_concurrent_hashes"] = parseMaxConcurrentHashes
+}
+
+// parseThrottle: throttle <failures> <window> <ban> | throttle off
+func parseThrottle(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		ta.Throttle = &ThrottleConfig{Off: true}
+		return nil
+	}
+	if len(args) != 3 {
+		return d.Errf("throttle takes `<failures> <window> <ban>` (e.g. 5 10m 10m) or `off`")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n <= 0 {
+		return d.Errf("throttle: failures must be a positive whole number, got %q", args[0])
+	}
+	cfg := &ThrottleConfig{Failures: n}
+	for i, dst := range []*caddy.Duration{&cfg.Window, &cfg.Ban} {
+		dur, err := caddy.ParseDuration(args[1+i])
+		if err != nil || dur <= 0 {
+			return d.Errf("throttle: invalid duration %q", args[1+i])
+		}
+		*dst = caddy.Duration(dur)
+	}
+	ta.Throttle = cfg
+	return nil
+}
+
+// parseMaxConcurrentHashes: max_concurrent_hashes <n>
+func parseMaxConcurrentHashes(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return d.Errf("max_concurrent_hashes must be a positive whole number, got %q", s)
+	}
+	ta.MaxConcurrentHashes = n
+	return nil
+}
