@@ -81,6 +81,7 @@ type caddyProc struct {
 	Port     int
 	env      []string
 	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd ends
 	logs     *syncBuffer
 }
 
@@ -155,6 +156,14 @@ http://127.0.0.1:%d {
 
 func (p *caddyProc) start() {
 	p.t.Helper()
+	p.launch()
+	p.waitReady()
+}
+
+// launch starts the process without waiting for it to be ready; exited
+// is closed when it ends.
+func (p *caddyProc) launch() {
+	p.t.Helper()
 	p.logs = new(syncBuffer)
 	p.cmd = exec.Command(p.bin, "run", "--config", filepath.Join(p.dir, "Caddyfile"), "--adapter", "caddyfile")
 	p.cmd.Dir = p.dir
@@ -164,16 +173,21 @@ func (p *caddyProc) start() {
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	p.waitReady()
+	exited, cmd := make(chan struct{}), p.cmd
+	p.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 }
 
-// waitReady polls the site until it answers, bounded in time.
+// waitReady polls the site until it answers, bounded in time; a process
+// that exits (a config error, say) fails at once with its logs.
 func (p *caddyProc) waitReady() {
 	p.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if p.cmd.ProcessState != nil {
-			break
+		select {
+		case <-p.exited:
+			p.t.Fatalf("caddy exited during startup; logs:\n%s", p.logs.String())
+		default:
 		}
 		resp, err := http.Get(p.adminURL + "/config/")
 		if err == nil {
@@ -197,13 +211,11 @@ func (p *caddyProc) stop() {
 	if resp, err := http.Post(p.adminURL+"/stop", "", nil); err == nil {
 		resp.Body.Close()
 	}
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 	p.cmd = nil
 }
@@ -263,19 +275,34 @@ func (p *caddyProc) do(method, path string, body any, header ...string) apiRespo
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	resp, raw := p.send(req, header...)
+	out := apiResponse{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.Body)
+	return out
+}
+
+// harnessClient follows no redirects and keeps no idle connections, so a
+// request right after a reload or restart never lands on a connection the
+// old server is closing.
+var harnessClient = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Transport:     &http.Transport{DisableKeepAlives: true},
+}
+
+// send sends req with the given header name, value pairs, without
+// following redirects, and returns the answer with its whole body read.
+func (p *caddyProc) send(req *http.Request, header ...string) (*http.Response, []byte) {
+	p.t.Helper()
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Do(req)
+	resp, err := harnessClient.Do(req)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	out := apiResponse{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &out.Body)
-	return out
+	return resp, raw
 }
 
 // str returns a string field of a decoded answer, following dotted paths.

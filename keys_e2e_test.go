@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,15 +159,7 @@ func startCaddyTogether(t *testing.T, body string, dirs ...string) []*caddyProc 
 		procs[i] = p
 	}
 	for _, p := range procs {
-		// as caddyProc.start, without waiting
-		p.logs = new(syncBuffer)
-		p.cmd = exec.Command(p.bin, "run", "--config", filepath.Join(p.dir, "Caddyfile"), "--adapter", "caddyfile")
-		p.cmd.Dir = p.dir
-		p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(p.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(p.dir, "xdg-config"), "HOME="+p.dir)
-		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		p.launch()
 		t.Cleanup(p.stop)
 	}
 	for _, p := range procs {
