@@ -17,7 +17,7 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if raw == "" {
 		return ta.refuse(w, "")
 	}
-	claims, err := ta.tokens.verifyAccess(raw)
+	claims, err := ta.tokens.verifyAccessCached(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
 		return ta.refuse(w, "invalid_token")
 	}
@@ -70,13 +70,8 @@ func hasAnyRole(have, want []string) bool {
 // setIdentityPlaceholders exposes the token's identity to later handlers.
 func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", c.Subject)
-	repl.Set("http.auth.user.sid", c.SID)
-	repl.Set("http.auth.user.email", c.Email)
-	repl.Set("http.auth.user.name", c.Name)
-	repl.Set("http.auth.user.roles", strings.Join(c.Roles, ","))
-	for k, v := range c.Extra {
-		repl.Set("http.auth.user."+k, claimString(v))
+	for _, p := range c.identityPlaceholders() {
+		repl.Set(p.name, p.value)
 	}
 }
 
