@@ -7,8 +7,10 @@
 #   /open*     respond "ok"                       (A: plain Caddy)
 #   /guarded*  token_auth (hs256, bolt), respond "ok" (B: the same route, guarded)
 # Caddy is pinned to one core and wrk to another (taskset); rounds are
-# interleaved A/B/A/B..., each printed, then the median of the per-pair
-# ratios B/A.
+# interleaved A/B/A/B..., each printed with its throughput and Caddy's CPU
+# time per request (from /proc: robust when other processes share the
+# machine), then the medians of the per-pair ratios: throughput B/A and
+# CPU cost A/B (both 1.0 when the guard costs nothing).
 #   repeat   every request carries the same valid token
 #   varying  every request carries a different valid token (pre-minted,
 #            more tokens than requests in a round, far more than token_cache)
@@ -119,19 +121,27 @@ function response(status, headers, body)
 end
 EOF
 
+# cpu_ticks: user+system CPU time Caddy has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
+hz=$(getconf CLK_TCK)
+
 # wrk_round <label> <path> [<wrk option>... [-- <script arg>...]]: one
-# round; prints it to stderr, echoes the requests per second.
+# round; prints it to stderr, echoes "<requests/s> <caddy CPU µs/request>".
 wrk_round() {
 	local label=$1 path=$2
 	shift 2
-	local opts=() out rps non2xx
+	local opts=() out rps reqs non2xx t0 t1 cpu
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
 	[ $# -gt 0 ] && shift # the --: script arguments follow the URL
+	t0=$(cpu_ticks)
 	out=$(taskset -c "$CLIENT_CPU" timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "${opts[@]}" "$base$path" "$@")
+	t1=$(cpu_ticks)
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+	reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+	cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
 	non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
-	printf '   %-22s %10.0f req/s%s\n' "$label" "$rps" "${non2xx:+   ($non2xx non-2xx answers)}" >&2
-	echo "$rps"
+	printf '   %-22s %8.0f req/s %7.1f µs CPU/req%s\n' "$label" "$rps" "$cpu" "${non2xx:+   ($non2xx non-2xx answers)}" >&2
+	echo "$rps $cpu"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
@@ -143,16 +153,18 @@ ab_rounds() {
 	local name=$1
 	shift
 	echo "== $name: A = /open (plain), B = /guarded (token_auth); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
-	local log_before ratios=() a b
+	local log_before ratios=() cpuratios=() a b
 	DURATION=2 wrk_round "warm-up B" /guarded "$@" >/dev/null
 	log_before=$(wc -l <"$work/caddy.log")
 	for ((p = 1; p <= PAIRS; p++)); do
 		a=$(wrk_round "round $p A (plain)" /open "$@")
 		b=$(wrk_round "round $p B (guarded)" /guarded "$@")
-		ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b/a}')")
-		echo "   pair $p ratio B/A = ${ratios[-1]}   (caddy RSS $(rss))"
+		ratios+=("$(awk -v a="${a% *}" -v b="${b% *}" 'BEGIN {printf "%.3f", b/a}')")
+		cpuratios+=("$(awk -v a="${a#* }" -v b="${b#* }" 'BEGIN {printf "%.3f", a/b}')")
+		echo "   pair $p: throughput B/A = ${ratios[-1]}, CPU per request A/B = ${cpuratios[-1]}   (caddy RSS $(rss))"
 	done
-	echo "   $name: median ratio guarded/plain = $(printf '%s\n' "${ratios[@]}" | median)"
+	echo "   $name: median throughput ratio guarded/plain = $(printf '%s\n' "${ratios[@]}" | median)"
+	echo "   $name: median CPU-cost ratio plain/guarded   = $(printf '%s\n' "${cpuratios[@]}" | median)"
 	echo "   log lines written during the rounds: $(($(wc -l <"$work/caddy.log") - log_before))"
 }
 
@@ -173,7 +185,8 @@ if [ "$MODE" = refresh ] || [ "$MODE" = all ]; then
 	for ((p = 1; p <= PAIRS; p++)); do
 		# two sessions per connection, fresh each round (a rotated-away token is spent)
 		"$work/helper" login "$base/authentication" bench "$password" $((2 * CLIENTS)) | awk '{print $2}' >"$work/refresh.txt"
-		rates+=("$(CONNS=$CLIENTS wrk_round "round $p refresh" /authentication -s "$work/refresh.lua" -- "$work/refresh.txt")")
+		r=$(CONNS=$CLIENTS wrk_round "round $p refresh" /authentication -s "$work/refresh.lua" -- "$work/refresh.txt")
+		rates+=("${r% *}")
 	done
 	echo "   refresh: median $(printf '%s\n' "${rates[@]}" | median) rotations/s"
 fi
