@@ -96,8 +96,11 @@ func (d *claimsDecoder) claim(c *accessClaims, key string) error {
 		if skipErr != nil {
 			return skipErr
 		}
-		if reservedClaims[key] {
-			return nil // reserved, not an access token field (gen, id, typ)
+		if reservedClaims[key] { // reserved, not an access token field (gen, id, typ)
+			if !json.Valid(raw) {
+				return d.syntaxError("malformed value")
+			}
+			return nil
 		}
 		var v any
 		if err := json.Unmarshal(raw, &v); err != nil {
@@ -268,15 +271,7 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 		return nil, nil
 	}
 	start := d.pos
-	for d.pos < len(d.data) {
-		b := d.data[d.pos]
-		if (b >= '0' && b <= '9') || b == '-' || b == '+' || b == '.' || b == 'e' || b == 'E' {
-			d.pos++
-			continue
-		}
-		break
-	}
-	if d.pos == start {
+	if !d.number() {
 		return nil, errClaimType
 	}
 	f, err := strconv.ParseFloat(string(d.data[start:d.pos]), 64)
@@ -285,6 +280,39 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 	}
 	round, frac := math.Modf(f)
 	return jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9))), nil
+}
+
+// number moves past a JSON number, following its grammar exactly
+// (RFC 8259 §6: no leading +, no leading zeros, digits around the point).
+func (d *claimsDecoder) number() bool {
+	digits := func() int {
+		n := 0
+		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
+			d.pos++
+			n++
+		}
+		return n
+	}
+	d.consume('-')
+	if d.consume('0') {
+		if c := d.peek(); c >= '0' && c <= '9' {
+			return false
+		}
+	} else if digits() == 0 {
+		return false
+	}
+	if d.consume('.') && digits() == 0 {
+		return false
+	}
+	if d.consume('e') || d.consume('E') {
+		if !d.consume('+') {
+			d.consume('-')
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // skipString moves past a string, escapes included, and returns it with

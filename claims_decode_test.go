@@ -46,6 +46,7 @@ func TestDecodeAccessClaimsMatchesEncodingJSON(t *testing.T) {
 		`{"gen":7,"typ":"x","id":"ignored","sub":"u"}`,
 		`{"sub":"first","sub":"second","roles":["a"],"roles":["b","c"],"x":1,"x":2}`,
 		`{"email":null,"roles":null,"aud":null,"exp":null}`,
+		`{"exp":-0.5e+3,"nbf":0,"iat":1E2,"gen":[1,{"a":null}],"typ":"x"}`,
 		`{"ünï":"cödé","k\"q":"v"}`,
 	} {
 		got, err := unmarshalClaims([]byte(in))
@@ -99,7 +100,8 @@ func TestDecodeAccessClaimsRefusesWrongTypes(t *testing.T) {
 	for _, in := range []string{
 		`{"sub":1}`, `{"sid":true}`, `{"email":["a"]}`, `{"exp":"soon"}`, `{"iat":{}}`, `{"nbf":"1"}`,
 		`{"aud":1}`, `{"aud":[1]}`, `{"roles":"admin"}`, `{"roles":[1]}`, `{"exp":1e999}`,
-		`{"custom":tru}`, `{"name":"\x01"}`,
+		`{"custom":tru}`, `{"name":"\x01"}`, `{"exp":+1}`, `{"exp":01}`, `{"exp":1.}`, `{"exp":1e}`,
+		`{"exp":-}`, `{"exp":.5}`, `{"gen":tru}`, `{"typ":[1,}`,
 	} {
 		if _, err := unmarshalClaims([]byte(in)); err == nil {
 			t.Errorf("%s: accepted", in)

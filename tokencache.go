@@ -155,16 +155,19 @@ func (c *tokenCache) len() int {
 }
 
 // verifyAccessCached is verifyAccess with the verified-token cache in
-// front. The claims it returns are shared with other requests: read-only.
+// front, and the HS256 fast path (fastverify.go) before the full parser. The claims it returns are shared with other requests: read-only.
 // Callers still check revocation.
 func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
 	now := ts.now()
 	if claims := ts.cache.get(raw, now); claims != nil {
 		return claims, nil
 	}
-	claims, err := ts.verifyAccess(raw)
-	if err != nil {
-		return nil, err
+	claims, ok := ts.fastVerifyAccess(raw)
+	if !ok {
+		var err error
+		if claims, err = ts.verifyAccess(raw); err != nil {
+			return nil, err
+		}
 	}
 	// computed before the claims are shared, so hits never write to them
 	claims.vars = buildIdentityPlaceholders(claims)

@@ -88,17 +88,24 @@ type tokenService struct {
 	parser    *jwt.Parser
 	now       func() time.Time
 	cache     *tokenCache // verified access tokens; nil: none (tokencache.go)
+
+	// parserOptions build both parser and validator, so that the HS256
+	// fast path (fastverify.go) checks claims exactly as the parser does.
+	parserOptions []jwt.ParserOption
+	validator     *jwt.Validator
 }
 
 func newTokenService(keys *keyRing, issuer, audience string, accessTTL time.Duration) *tokenService {
 	ts := &tokenService{keys: keys, issuer: issuer, audience: audience, accessTTL: accessTTL, now: time.Now}
-	ts.parser = jwt.NewParser(
+	ts.parserOptions = []jwt.ParserOption{
 		jwt.WithIssuer(issuer),
 		jwt.WithAudience(audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(func() time.Time { return ts.now() }),
-	)
+	}
+	ts.parser = jwt.NewParser(ts.parserOptions...)
+	ts.validator = jwt.NewValidator(ts.parserOptions...)
 	return ts
 }
 
