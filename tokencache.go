@@ -28,10 +28,10 @@ import (
 //
 // Memory is bounded whatever the token mix: at most `size` entries, each
 // holding a token of at most maxCachedTokenSize bytes (larger tokens are
-// verified every time). When a shard is full, inserting samples a few
-// entries and evicts an expired one, else the one expiring soonest (with
-// one access_ttl for every token, the oldest issued), so a flood of new
-// tokens costs O(1) per insertion and never grows the cache.
+// verified every time). Each shard evicts in insertion order (a ring of
+// its keys): with one access_ttl for every token, the first inserted is
+// about the first to expire, so a flood of new tokens costs O(1) per
+// insertion, never grows the cache, and pushes out the oldest entries.
 
 // defaultTokenCacheSize is the number of verified access tokens a handler
 // keeps when the config says nothing.
@@ -45,9 +45,6 @@ const maxCachedTokenSize = 2 << 10
 // tokenCacheShards spreads the lock of a busy cache.
 const tokenCacheShards = 16
 
-// evictionSamples is how many entries a full shard looks at to pick a victim.
-const evictionSamples = 5
-
 type tokenCache struct {
 	seed     maphash.Seed
 	shards   []cacheShard
@@ -55,9 +52,11 @@ type tokenCache struct {
 }
 
 type cacheShard struct {
-	mu sync.RWMutex
-	m  map[uint64]*cachedToken
-	_  [40]byte // keep neighbouring shards' locks off one cache line
+	mu   sync.RWMutex
+	m    map[uint64]*cachedToken
+	ring []uint64 // keys in insertion order, at most perShard; every key of m is in it
+	next int      // the ring slot to reuse next, once the ring is full
+	_    [32]byte // keep neighbouring shards' locks off one cache line
 }
 
 type cachedToken struct {
@@ -110,33 +109,24 @@ func (c *tokenCache) put(raw string, claims *accessClaims, now time.Time) {
 	h := maphash.String(c.seed, raw)
 	sh := c.shard(h)
 	sh.mu.Lock()
-	if _, present := sh.m[h]; !present && len(sh.m) >= c.perShard {
-		sh.evictOne(now.UnixNano())
+	if _, present := sh.m[h]; !present {
+		sh.remember(h, c.perShard)
 	}
 	sh.m[h] = e
 	sh.mu.Unlock()
 }
 
-// evictOne removes an expired entry among a few sampled ones, else the
-// sampled entry expiring first. Map iteration starts at a random place,
-// which makes the sample random. Called with the lock held.
-func (sh *cacheShard) evictOne(now int64) {
-	var victim uint64
-	victimExp := int64(1<<63 - 1)
-	seen := 0
-	for h, e := range sh.m {
-		if e.exp <= now {
-			victim = h
-			break
-		}
-		if e.exp < victimExp {
-			victim, victimExp = h, e.exp
-		}
-		if seen++; seen == evictionSamples {
-			break
-		}
+// remember records a new key in the ring; when the ring is full, the key
+// in the slot it takes (the oldest) leaves the map. Called with the lock
+// held.
+func (sh *cacheShard) remember(h uint64, capacity int) {
+	if len(sh.ring) < capacity {
+		sh.ring = append(sh.ring, h)
+		return
 	}
-	delete(sh.m, victim)
+	delete(sh.m, sh.ring[sh.next])
+	sh.ring[sh.next] = h
+	sh.next = (sh.next + 1) % capacity
 }
 
 // len is the number of entries, expired ones included (for tests).

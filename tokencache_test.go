@@ -149,18 +149,28 @@ func TestTokenCacheBoundedWhateverTheTokenMix(t *testing.T) {
 	}
 }
 
-func TestTokenCacheEvictsExpiredEntriesFirst(t *testing.T) {
-	c := newTokenCache(1) // one shard of one entry
+func TestTokenCacheEvictsOldestFirst(t *testing.T) {
+	c := newTokenCache(2) // two shards of one entry each
 	now := time.Now()
-	old := &accessClaims{}
-	old.ExpiresAt = jwtDate(now.Add(time.Minute))
-	c.put("old", old, now)
-	later := now.Add(2 * time.Minute) // "old" has expired by then
-	fresh := &accessClaims{}
-	fresh.ExpiresAt = jwtDate(later.Add(time.Minute))
-	c.put("fresh", fresh, later)
-	if c.len() != 1 || c.get("fresh", later) != fresh || c.get("old", now) != nil {
-		t.Fatalf("want only the fresh entry, have %d entries", c.len())
+	claims := &accessClaims{}
+	claims.ExpiresAt = jwtDate(now.Add(time.Minute))
+	// three tokens of the same shard, inserted in order
+	var toks []string
+	for i := 0; len(toks) < 3; i++ {
+		tok := fmt.Sprintf("token-%d", i)
+		if c.shard(hashFor(c, tok)) == &c.shards[0] {
+			toks = append(toks, tok)
+		}
+	}
+	c.put(toks[0], claims, now)
+	c.put(toks[0], claims, now) // a re-put is no new entry
+	c.put(toks[1], claims, now)
+	if c.get(toks[0], now) != nil || c.get(toks[1], now) != claims {
+		t.Fatal("want the older entry evicted for the newer")
+	}
+	c.put(toks[2], claims, now)
+	if c.get(toks[1], now) != nil || c.get(toks[2], now) != claims || c.len() != 1 {
+		t.Fatalf("want only the newest entry, have %d entries", c.len())
 	}
 }
 

@@ -19,7 +19,8 @@
 #
 # Knobs (environment): PAIRS=3 rounds of A and B, DURATION=8 seconds a round,
 # CONNS=32 wrk connections, TOKENS=200000 minted tokens, CLIENTS=32 refresh
-# clients, SERVER_CPU=0, CLIENT_CPU=1. Everything is bounded: at most
+# clients, TOKEN_CACHE (token_cache option; unset: the default), SERVER_CPU=0,
+# CLIENT_CPU=1. Everything is bounded: at most
 # (2*PAIRS+1)*DURATION seconds of load per mode, plus builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
 TOKENS=${TOKENS:-200000}
 CLIENTS=${CLIENTS:-32}
+TOKEN_CACHE=${TOKEN_CACHE:-}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 case $MODE in repeat | varying | refresh | all) ;; *)
@@ -75,6 +77,7 @@ http://127.0.0.1:$port {
 		signing_key hs256 {env.BENCH_SECRET}
 		store bolt $work/sessions.db
 		user bench $hash
+		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
 	}
 	respond "ok"
 }
