@@ -35,7 +35,7 @@ func decodeAccessClaims(c *accessClaims, data []byte) error {
 	}
 	for {
 		d.skipSpace()
-		key, err := d.str()
+		key, err := d.key()
 		if err != nil {
 			return err
 		}
@@ -65,10 +65,10 @@ type claimsDecoder struct {
 
 var errClaimType = errors.New("claim has the wrong JSON type")
 
-// claim decodes the value of one claim, at d.pos.
-func (d *claimsDecoder) claim(c *accessClaims, key string) error {
+// claim decodes the value of one claim, at d.pos. key is only read.
+func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 	var err error
-	switch key {
+	switch string(key) { // compiled without a copy of key
 	case "iss":
 		err = d.optString(&c.Issuer)
 	case "sub":
@@ -96,7 +96,7 @@ func (d *claimsDecoder) claim(c *accessClaims, key string) error {
 		if skipErr != nil {
 			return skipErr
 		}
-		if reservedClaims[key] { // reserved, not an access token field (gen, id, typ)
+		if reservedClaims[string(key)] { // reserved, not an access token field (gen, id, typ)
 			if !json.Valid(raw) {
 				return d.syntaxError("malformed value")
 			}
@@ -109,7 +109,7 @@ func (d *claimsDecoder) claim(c *accessClaims, key string) error {
 		if c.Extra == nil {
 			c.Extra = make(map[string]any)
 		}
-		c.Extra[key] = v
+		c.Extra[string(key)] = v
 		return nil
 	}
 	if err != nil {
@@ -191,6 +191,27 @@ func (d *claimsDecoder) str() (string, error) {
 		}
 	}
 	return "", d.syntaxError("unterminated string")
+}
+
+// key reads an object key without allocating when it is plain ASCII: the
+// returned bytes alias the input and are only valid until it changes.
+func (d *claimsDecoder) key() ([]byte, error) {
+	if d.consume('"') {
+		start := d.pos
+		for i := start; i < len(d.data); i++ {
+			b := d.data[i]
+			if b == '"' {
+				d.pos = i + 1
+				return d.data[start:i], nil
+			}
+			if b == '\\' || b < 0x20 || b >= 0x80 {
+				break
+			}
+		}
+		d.pos = start - 1
+	}
+	s, err := d.str()
+	return []byte(s), err
 }
 
 func (d *claimsDecoder) optString(dst *string) error {
