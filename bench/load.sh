@@ -42,7 +42,7 @@ esac
 
 if ! command -v wrk >/dev/null; then
 	echo "== installing wrk (Debian package)"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
 
