@@ -85,6 +85,7 @@ var subdirectives = map[string]func(*TokenAuth, *caddyfile.Dispenser) error{
 	"users_file":  func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.UsersFile) },
 	"store":       parseStore,
 	"require":     parseRequire,
+	"token_cache": parseTokenCache,
 }
 
 // oneArg reads exactly one argument into dst.

@@ -22,7 +22,7 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 		ta.countGuard("no_token")
 		return ta.deny(w, r, "", nil)
 	}
-	claims, err := ta.tokens.verifyAccess(raw)
+	claims, err := ta.tokens.verifyAccessCached(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
 		ta.countGuard("invalid_token")
 		return ta.deny(w, r, "invalid_token", err)
@@ -81,13 +81,8 @@ func hasAnyRole(have, want []string) bool {
 // setIdentityPlaceholders exposes the token's identity to later handlers.
 func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", c.Subject)
-	repl.Set("http.auth.user.sid", c.SID)
-	repl.Set("http.auth.user.email", c.Email)
-	repl.Set("http.auth.user.name", c.Name)
-	repl.Set("http.auth.user.roles", strings.Join(c.Roles, ","))
-	for k, v := range c.Extra {
-		repl.Set("http.auth.user."+k, claimString(v))
+	for _, p := range c.identityPlaceholders() {
+		repl.Set(p.name, p.value)
 	}
 }
 

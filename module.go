@@ -124,6 +124,12 @@ type TokenAuth struct {
 	// of CPUs, at least 1.
 	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
 
+	// TokenCache is how many verified access tokens the guard remembers,
+	// so that a token seen before skips the signature check (its expiry
+	// and the session's revocation are still checked on every request).
+	// Each entry takes about 1 KiB. Default: 10000; 0 disables the cache.
+	TokenCache *int `json:"token_cache,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -162,6 +168,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	ta.tokens = newTokenService(keys, ta.Issuer, ta.Audience, time.Duration(ta.AccessTTL))
+	ta.tokens.cache = newTokenCache(ta.tokenCacheSize())
 
 	usersFile := caddy.NewReplacer().ReplaceKnown(ta.UsersFile, "")
 	ta.users, err = newUserDirectory(ta.Users, usersFile, ta.logger)
@@ -240,6 +247,9 @@ func (ta *TokenAuth) Validate() error {
 		if d < 0 {
 			return fmt.Errorf("%s must be positive", name)
 		}
+	}
+	if ta.TokenCache != nil && *ta.TokenCache < 0 {
+		return fmt.Errorf("token_cache must not be negative")
 	}
 	if *ta.ReuseGrace < 0 {
 		return fmt.Errorf("reuse_grace must not be negative")

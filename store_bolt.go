@@ -17,8 +17,9 @@ import (
 // One file may hold several realms, each in its own bucket; the *bolt.DB
 // is opened once per process and shared (see openBoltDB).
 type boltStore struct {
-	db    *bolt.DB
-	realm []byte
+	db     *bolt.DB
+	realm  []byte
+	commit *groupCommitter // shares commits among concurrent writers (boltcommit.go)
 }
 
 // Bucket layout, under a top-level bucket named after the realm:
@@ -45,7 +46,7 @@ func openBoltDB(path string) (*bolt.DB, error) {
 }
 
 func newBoltStore(db *bolt.DB, realm string) (*boltStore, error) {
-	s := &boltStore{db: db, realm: []byte(realm)}
+	s := &boltStore{db: db, realm: []byte(realm), commit: newGroupCommitter(db)}
 	err := db.Update(func(tx *bolt.Tx) error {
 		root, err := tx.CreateBucketIfNotExists(s.realm)
 		if err != nil {
@@ -78,7 +79,7 @@ func (b *boltStore) buckets(tx *bolt.Tx) (sessions, users *bolt.Bucket) {
 }
 
 func (b *boltStore) Create(_ context.Context, s Session) error {
-	return unavailable(b.db.Update(func(tx *bolt.Tx) error {
+	return unavailable(b.commit.do(func(tx *bolt.Tx) error {
 		return b.put(tx, s)
 	}))
 }
@@ -121,10 +122,15 @@ func (b *boltStore) Get(_ context.Context, sid string) (s Session, err error) {
 }
 
 func (b *boltStore) Rotate(_ context.Context, sid string, presented uint64, now time.Time, grace time.Duration) (s Session, outcome rotation, err error) {
-	// Batch lets concurrent rotations share one commit (and one fsync);
-	// the function may be retried, so it recomputes everything it returns.
-	err = b.db.Batch(func(tx *bolt.Tx) error {
+	// Concurrent rotations share one commit (and one fsync); the function
+	// may be retried, so it recomputes everything it returns. An unknown
+	// session is an answer, not a failure: it must not roll back the
+	// rotations sharing its commit.
+	err = b.commit.do(func(tx *bolt.Tx) error {
 		s, err = b.get(tx, sid)
+		if errors.Is(err, ErrSessionNotFound) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -134,6 +140,9 @@ func (b *boltStore) Rotate(_ context.Context, sid string, presented uint64, now 
 		}
 		return nil
 	})
+	if err == nil && s.ID == "" {
+		err = ErrSessionNotFound
+	}
 	return s, outcome, unavailable(err)
 }
 

@@ -36,6 +36,8 @@ type accessClaims struct {
 	Name  string         `json:"name,omitempty"`
 	Roles []string       `json:"roles,omitempty"`
 	Extra map[string]any `json:"-"`
+
+	vars []placeholder // identity placeholders, set once before sharing (tokencache.go)
 }
 
 // accessClaimsFields is accessClaims without its JSON methods.
@@ -54,28 +56,10 @@ func (c accessClaims) MarshalJSON() ([]byte, error) {
 	return append(append(base[:len(base)-1], ','), extra[1:]...), nil
 }
 
+// UnmarshalJSON decodes the claims in one pass over the object (see
+// claims_decode.go): the fields above by name, everything else into Extra.
 func (c *accessClaims) UnmarshalJSON(data []byte) error {
-	if err := json.Unmarshal(data, (*accessClaimsFields)(c)); err != nil {
-		return err
-	}
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(data, &all); err != nil {
-		return err
-	}
-	for k, raw := range all {
-		if reservedClaims[k] {
-			continue
-		}
-		var v any
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return err
-		}
-		if c.Extra == nil {
-			c.Extra = make(map[string]any)
-		}
-		c.Extra[k] = v
-	}
-	return nil
+	return decodeAccessClaims(c, data)
 }
 
 // payload is the claims as a JSON object, for the `authentication.payload`
@@ -103,11 +87,17 @@ type tokenService struct {
 	accessTTL time.Duration
 	parser    *jwt.Parser
 	now       func() time.Time
+	cache     *tokenCache // verified access tokens; nil: none (tokencache.go)
+
+	// parserOptions build both parser and validator, so that the HS256
+	// fast path (fastverify.go) checks claims exactly as the parser does.
+	parserOptions []jwt.ParserOption
+	validator     *jwt.Validator
 }
 
 func newTokenService(keys *keyRing, issuer, audience string, accessTTL time.Duration) *tokenService {
 	ts := &tokenService{keys: keys, issuer: issuer, audience: audience, accessTTL: accessTTL, now: time.Now}
-	ts.parser = jwt.NewParser(
+	ts.parserOptions = []jwt.ParserOption{
 		jwt.WithIssuer(issuer),
 		jwt.WithAudience(audience),
 		jwt.WithExpirationRequired(),
@@ -116,7 +106,9 @@ func newTokenService(keys *keyRing, issuer, audience string, accessTTL time.Dura
 		// Canonical base64url only: otherwise several strings (differing in
 		// a signature's unused trailing bits) are the same valid token.
 		jwt.WithStrictDecoding(),
-	)
+	}
+	ts.parser = jwt.NewParser(ts.parserOptions...)
+	ts.validator = jwt.NewValidator(ts.parserOptions...)
 	return ts
 }
 

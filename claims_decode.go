@@ -1,0 +1,440 @@
+package tokenauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// decodeAccessClaims decodes an access token's claims object in a single
+// pass: the known claims are read straight into their fields, every other
+// claim into Extra. It replaces decoding the object twice with
+// encoding/json (once into the struct, once into a map to find the custom
+// claims), which cost about as much as the rest of verification.
+//
+// Differences from encoding/json's struct decoding, all stricter: claim
+// names match exactly (JWT claim names are case-sensitive, RFC 7519 §4),
+// and a known claim of the wrong JSON type is an error. null leaves a
+// claim unset. golang-jwt hands this function the claims only after
+// encoding/json has checked they are well-formed JSON; it still refuses
+// anything malformed on its own rather than trusting that.
+func decodeAccessClaims(c *accessClaims, data []byte) error {
+	d := claimsDecoder{data: data}
+	d.skipSpace()
+	if !d.consume('{') {
+		return d.syntaxError("expected {")
+	}
+	d.skipSpace()
+	if d.consume('}') {
+		return d.end()
+	}
+	var seen claimSet
+	for {
+		d.skipSpace()
+		key, err := d.key()
+		if err != nil {
+			return err
+		}
+		if seen.add(key, c) {
+			// as checkTokenJSON: a token must mean one thing to every parser
+			return fmt.Errorf("duplicate claim %q", key)
+		}
+		d.skipSpace()
+		if !d.consume(':') {
+			return d.syntaxError("expected :")
+		}
+		d.skipSpace()
+		if err := d.claim(c, key); err != nil {
+			return err
+		}
+		d.skipSpace()
+		if d.consume(',') {
+			continue
+		}
+		if d.consume('}') {
+			return d.end()
+		}
+		return d.syntaxError("expected , or }")
+	}
+}
+
+// claimSet remembers which claims an object has had, to refuse duplicates
+// without allocating: the reserved claims by bit, custom ones by Extra.
+type claimSet struct{ reserved uint32 }
+
+// reservedClaimBits numbers the reserved claims for claimSet.
+var reservedClaimBits = func() map[string]uint32 {
+	m := make(map[string]uint32, len(reservedClaims))
+	for k := range reservedClaims {
+		m[k] = 1 << len(m)
+	}
+	return m
+}()
+
+// add records key and reports whether it was seen before.
+func (s *claimSet) add(key []byte, c *accessClaims) bool {
+	if bit, ok := reservedClaimBits[string(key)]; ok {
+		dup := s.reserved&bit != 0
+		s.reserved |= bit
+		return dup
+	}
+	_, dup := c.Extra[string(key)]
+	return dup
+}
+
+type claimsDecoder struct {
+	data []byte
+	pos  int
+}
+
+var errClaimType = errors.New("claim has the wrong JSON type")
+
+// claim decodes the value of one claim, at d.pos. key is only read.
+func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
+	var err error
+	switch string(key) { // compiled without a copy of key
+	case "iss":
+		err = d.optString(&c.Issuer)
+	case "sub":
+		err = d.optString(&c.Subject)
+	case "jti":
+		err = d.optString(&c.ID)
+	case "sid":
+		err = d.optString(&c.SID)
+	case "email":
+		err = d.optString(&c.Email)
+	case "name":
+		err = d.optString(&c.Name)
+	case "exp":
+		c.ExpiresAt, err = d.numericDate()
+	case "nbf":
+		c.NotBefore, err = d.numericDate()
+	case "iat":
+		c.IssuedAt, err = d.numericDate()
+	case "aud":
+		err = d.audience(&c.Audience)
+	case "roles":
+		err = d.stringList(&c.Roles)
+	default:
+		raw, skipErr := d.skipValue()
+		if skipErr != nil {
+			return skipErr
+		}
+		if reservedClaims[string(key)] { // reserved, not an access token field (gen, id, typ)
+			if !json.Valid(raw) {
+				return d.syntaxError("malformed value")
+			}
+			return nil
+		}
+		if raw[0] == '{' || raw[0] == '[' {
+			// encoding/json keeps the last of duplicate keys: refuse them
+			if err := walkValue(json.NewDecoder(bytes.NewReader(raw))); err != nil {
+				return fmt.Errorf("claim %q: %w", key, err)
+			}
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		if c.Extra == nil {
+			c.Extra = make(map[string]any)
+		}
+		c.Extra[string(key)] = v
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("claim %q: %w", key, err)
+	}
+	return nil
+}
+
+func (d *claimsDecoder) syntaxError(msg string) error {
+	return fmt.Errorf("malformed claims at offset %d: %s", d.pos, msg)
+}
+
+// end checks nothing but white space follows the object.
+func (d *claimsDecoder) end() error {
+	d.skipSpace()
+	if d.pos != len(d.data) {
+		return d.syntaxError("data after the claims object")
+	}
+	return nil
+}
+
+func (d *claimsDecoder) skipSpace() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (d *claimsDecoder) consume(b byte) bool {
+	if d.pos < len(d.data) && d.data[d.pos] == b {
+		d.pos++
+		return true
+	}
+	return false
+}
+
+func (d *claimsDecoder) peek() byte {
+	if d.pos < len(d.data) {
+		return d.data[d.pos]
+	}
+	return 0
+}
+
+// null consumes a JSON null if one is next.
+func (d *claimsDecoder) null() bool {
+	if len(d.data)-d.pos >= 4 && string(d.data[d.pos:d.pos+4]) == "null" {
+		d.pos += 4
+		return true
+	}
+	return false
+}
+
+// str reads a JSON string. Plain ASCII without escapes (every claim this
+// plugin writes, short of non-ASCII names) is sliced directly; anything
+// else goes through encoding/json, which handles escapes and invalid UTF-8.
+func (d *claimsDecoder) str() (string, error) {
+	if !d.consume('"') {
+		return "", d.syntaxError("expected a string")
+	}
+	start := d.pos
+	for i := start; i < len(d.data); i++ {
+		switch b := d.data[i]; {
+		case b == '"':
+			d.pos = i + 1
+			return string(d.data[start:i]), nil
+		case b == '\\' || b < 0x20 || b >= 0x80:
+			d.pos = start - 1
+			raw, err := d.skipString()
+			if err != nil {
+				return "", err
+			}
+			var s string
+			err = json.Unmarshal(raw, &s)
+			return s, err
+		}
+	}
+	return "", d.syntaxError("unterminated string")
+}
+
+// key reads an object key without allocating when it is plain ASCII: the
+// returned bytes alias the input and are only valid until it changes.
+func (d *claimsDecoder) key() ([]byte, error) {
+	if d.consume('"') {
+		start := d.pos
+		for i := start; i < len(d.data); i++ {
+			b := d.data[i]
+			if b == '"' {
+				d.pos = i + 1
+				return d.data[start:i], nil
+			}
+			if b == '\\' || b < 0x20 || b >= 0x80 {
+				break
+			}
+		}
+		d.pos = start - 1
+	}
+	s, err := d.str()
+	return []byte(s), err
+}
+
+func (d *claimsDecoder) optString(dst *string) error {
+	if d.null() {
+		return nil
+	}
+	if d.peek() != '"' {
+		return errClaimType
+	}
+	s, err := d.str()
+	*dst = s
+	return err
+}
+
+// stringList reads an array of strings (or null).
+func (d *claimsDecoder) stringList(dst *[]string) error {
+	if d.null() {
+		*dst = nil
+		return nil
+	}
+	if !d.consume('[') {
+		return errClaimType
+	}
+	list := []string{}
+	d.skipSpace()
+	if d.consume(']') {
+		*dst = list
+		return nil
+	}
+	for {
+		d.skipSpace()
+		if d.peek() != '"' {
+			return errClaimType
+		}
+		s, err := d.str()
+		if err != nil {
+			return err
+		}
+		list = append(list, s)
+		d.skipSpace()
+		if d.consume(',') {
+			continue
+		}
+		if d.consume(']') {
+			*dst = list
+			return nil
+		}
+		return d.syntaxError("expected , or ]")
+	}
+}
+
+// audience reads aud as golang-jwt's ClaimStrings does: a string or an
+// array of strings.
+func (d *claimsDecoder) audience(dst *jwt.ClaimStrings) error {
+	switch d.peek() {
+	case '"':
+		s, err := d.str()
+		*dst = jwt.ClaimStrings{s}
+		return err
+	case '[':
+		var list []string
+		if err := d.stringList(&list); err != nil {
+			return err
+		}
+		*dst = list
+		return nil
+	}
+	if d.null() {
+		return nil
+	}
+	return errClaimType
+}
+
+// numericDate reads a NumericDate (seconds, possibly fractional) exactly
+// as golang-jwt's NumericDate.UnmarshalJSON does.
+func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
+	start := d.pos
+	if !d.number() { // null too: as checkTokenJSON, a time claim is a number or absent
+		return nil, errClaimType
+	}
+	f, err := strconv.ParseFloat(string(d.data[start:d.pos]), 64)
+	if err != nil {
+		return nil, err
+	}
+	if f < 0 || f > maxNumericDate {
+		return nil, errors.New("out of range")
+	}
+	round, frac := math.Modf(f)
+	return jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9))), nil
+}
+
+// number moves past a JSON number, following its grammar exactly
+// (RFC 8259 §6: no leading +, no leading zeros, digits around the point).
+func (d *claimsDecoder) number() bool {
+	digits := func() int {
+		n := 0
+		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
+			d.pos++
+			n++
+		}
+		return n
+	}
+	d.consume('-')
+	if d.consume('0') {
+		if c := d.peek(); c >= '0' && c <= '9' {
+			return false
+		}
+	} else if digits() == 0 {
+		return false
+	}
+	if d.consume('.') && digits() == 0 {
+		return false
+	}
+	if d.consume('e') || d.consume('E') {
+		if !d.consume('+') {
+			d.consume('-')
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// skipString moves past a string, escapes included, and returns it with
+// its quotes.
+func (d *claimsDecoder) skipString() ([]byte, error) {
+	start := d.pos
+	if !d.consume('"') {
+		return nil, d.syntaxError("expected a string")
+	}
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case '\\':
+			d.pos += 2
+		case '"':
+			d.pos++
+			return d.data[start:d.pos], nil
+		default:
+			d.pos++
+		}
+	}
+	return nil, d.syntaxError("unterminated string")
+}
+
+// skipValue moves past any JSON value and returns its bytes; encoding/json
+// checks them when they are decoded.
+func (d *claimsDecoder) skipValue() ([]byte, error) {
+	start := d.pos
+	depth := 0
+	for d.pos < len(d.data) {
+		switch b := d.data[d.pos]; b {
+		case '"':
+			if _, err := d.skipString(); err != nil {
+				return nil, err
+			}
+		case '{', '[':
+			depth++
+			d.pos++
+		case '}', ']':
+			if depth == 0 {
+				return d.scalar(start)
+			}
+			depth--
+			d.pos++
+		case ',':
+			if depth == 0 {
+				return d.scalar(start)
+			}
+			d.pos++
+		default:
+			d.pos++
+		}
+		if depth == 0 && d.pos > start && (d.data[d.pos-1] == '"' || d.data[d.pos-1] == '}' || d.data[d.pos-1] == ']') {
+			return d.data[start:d.pos], nil
+		}
+	}
+	if depth != 0 {
+		return nil, d.syntaxError("unterminated value")
+	}
+	return d.scalar(start)
+}
+
+// scalar returns a number or literal ending at d.pos.
+func (d *claimsDecoder) scalar(start int) ([]byte, error) {
+	if d.pos == start {
+		return nil, d.syntaxError("expected a value")
+	}
+	return d.data[start:d.pos], nil
+}

@@ -1,0 +1,133 @@
+package tokenauth
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// referenceDecode is the two-pass decoding decodeAccessClaims replaced:
+// encoding/json into the struct, then into a map for the custom claims.
+func referenceDecode(data []byte) (*accessClaims, error) {
+	c := new(accessClaims)
+	if err := json.Unmarshal(data, (*accessClaimsFields)(c)); err != nil {
+		return nil, err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return nil, err
+	}
+	for k, raw := range all {
+		if reservedClaims[k] {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		if c.Extra == nil {
+			c.Extra = make(map[string]any)
+		}
+		c.Extra[k] = v
+	}
+	return c, nil
+}
+
+func TestDecodeAccessClaimsMatchesEncodingJSON(t *testing.T) {
+	for _, in := range []string{
+		`{}`,
+		` { } `,
+		`{"iss":"i","sub":"alice","aud":"r","exp":1900000000,"nbf":1700000000,"iat":1700000000,"jti":"j","sid":"s"}`,
+		`{"aud":["a","b"],"exp":1900000000.5,"sid":"s","sub":"u"}`,
+		`{"sub":"u","email":"a@b.c","name":"Ana \"the\" Dev","roles":["admin","dev"],"sid":"s"}`,
+		`{"name":"Zoë \u00e9 \ud83d\ude00","sub":"\u0061lice","roles":[]}`,
+		`{"team":"blue","level":3,"flags":[true,false,null],"nested":{"a":[1,{"b":"}"}]},"empty":"","n":null}`,
+		"{\n\t\"sub\" : \"u\" ,\r\n \"x\" : -1.5e3 , \"y\" : \"a,b]}\" }",
+		`{"gen":7,"typ":"x","id":"ignored","sub":"u"}`,
+		`{"ünï":"cödé","k\"q":"v"}`,
+		`{"email":null,"roles":null,"aud":null}`,
+		`{"exp":0.5e+3,"nbf":0,"iat":1E2,"gen":[1,{"a":null}],"typ":"x"}`,
+	} {
+		got, err := unmarshalClaims([]byte(in))
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		want, err := referenceDecode([]byte(in))
+		if err != nil {
+			t.Fatalf("%s: reference: %v", in, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got  %+v\n want %+v", in, got, want)
+		}
+	}
+}
+
+// TestDecodeAccessClaimsRefusesAmbiguity: what encoding/json would accept
+// by keeping the last duplicate, or by reading null or an out-of-range
+// number as a time, is refused, as checkTokenJSON refuses it on the
+// parser path.
+func TestDecodeAccessClaimsRefusesAmbiguity(t *testing.T) {
+	for _, in := range []string{
+		`{"sub":"first","sub":"second"}`,
+		`{"roles":["a"],"roles":["b","c"]}`,
+		`{"x":1,"x":2}`,
+		`{"team":{"a":1,"a":2}}`,
+		`{"team":[{"a":1,"a":2}]}`,
+		`{"exp":null}`,
+		`{"nbf":-0.5e+3}`,
+		`{"iat":253402300800}`,
+	} {
+		if _, err := unmarshalClaims([]byte(in)); err == nil {
+			t.Errorf("%s: accepted", in)
+		}
+	}
+}
+
+func unmarshalClaims(data []byte) (*accessClaims, error) {
+	c := new(accessClaims)
+	return c, json.Unmarshal(data, c)
+}
+
+func TestDecodeAccessClaimsIssuedTokenRoundTrip(t *testing.T) {
+	ts, _ := newTestTokens(t, 0)
+	tok := mintAccess(t, ts, testUser, "s1")
+	c, err := ts.verifyAccess(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != "alice" || c.SID != "s1" || c.Email != testUser.Email || c.Name != "Alice" ||
+		!reflect.DeepEqual(c.Roles, testUser.Roles) || !reflect.DeepEqual(c.Extra, testUser.Claims) ||
+		c.ExpiresAt == nil || c.IssuedAt == nil || c.NotBefore == nil || len(c.Audience) != 1 {
+		t.Fatalf("round trip lost claims: %+v", c)
+	}
+}
+
+func TestDecodeAccessClaimsRefusesMalformedInput(t *testing.T) {
+	// called directly: encoding/json would refuse most of these before
+	for _, in := range []string{
+		``, `[]`, `"x"`, `{`, `{"sub"`, `{"sub":`, `{"sub":"u"`, `{"sub":"u",}`, `{"sub" "u"}`,
+		`{"sub":"u"} x`, `{"sub":"unterminated}`, `{"x":[1,2}`, `{"x":"a\`, `{"x":}`, `{sub:"u"}`,
+		`{"sub":"u" "sid":"s"}`, `{"roles":["a" "b"]}`, `{"roles":["a",`,
+	} {
+		if err := decodeAccessClaims(new(accessClaims), []byte(in)); err == nil {
+			t.Errorf("%q: accepted", in)
+		}
+	}
+}
+
+func TestDecodeAccessClaimsRefusesWrongTypes(t *testing.T) {
+	for _, in := range []string{
+		`{"sub":1}`, `{"sid":true}`, `{"email":["a"]}`, `{"exp":"soon"}`, `{"iat":{}}`, `{"nbf":"1"}`,
+		`{"aud":1}`, `{"aud":[1]}`, `{"roles":"admin"}`, `{"roles":[1]}`, `{"exp":1e999}`,
+		`{"custom":tru}`, `{"name":"\x01"}`, `{"exp":+1}`, `{"exp":01}`, `{"exp":1.}`, `{"exp":1e}`,
+		`{"exp":-}`, `{"exp":.5}`, `{"gen":tru}`, `{"typ":[1,}`,
+	} {
+		if _, err := unmarshalClaims([]byte(in)); err == nil {
+			t.Errorf("%s: accepted", in)
+		}
+		if err := decodeAccessClaims(new(accessClaims), []byte(in)); err == nil {
+			t.Errorf("%s: accepted by the decoder itself", in)
+		}
+	}
+}

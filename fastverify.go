@@ -1,0 +1,194 @@
+package tokenauth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"hash"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// The HS256 fast path verifies the access tokens this plugin signs without
+// golang-jwt's generic machinery, whose cost is mostly decoding the header
+// into a map and the claims twice over (a validity scan, then reflection):
+// about 10 times the HMAC itself. The guard tries it on every cache miss.
+//
+// It is deliberately narrow and only ever says "accepted" or "not sure":
+//   - the token must be in canonical form: three segments of unpadded,
+//     strictly canonical base64url; a header holding exactly alg "HS256",
+//     typ and kid, each once, nothing else;
+//   - the kid must name an HS256 key (the algorithm is pinned per key, as
+//     in keyFor), the typ must be an access token's, the HMAC must match
+//     (constant-time comparison);
+//   - the claims are decoded by decodeAccessClaims (the same function the
+//     parser path uses) and checked by a jwt.Validator built from the very
+//     options of the parser (exp required, nbf, iat, iss, aud, clock), then
+//     for sub and sid as verifyAccess does.
+//
+// Anything else, including every refusal, falls through to the full
+// golang-jwt path, which decides and gives the error. So the fast path
+// never accepts a token the full path would refuse, and never refuses one
+// it would accept; TestFastPathAgreesWithParser checks this on mutated
+// tokens. A check added to verify or verifyAccess must be added here too
+// (or the fast path turned off by returning nil, false).
+
+var b64url = base64.RawURLEncoding.Strict()
+
+// maxFastHeader bounds the decoded header the fast path looks at; this
+// plugin's headers are about 80 bytes.
+const maxFastHeader = 192
+
+// hmacPools keeps HMAC states per secret, so a verification allocates
+// none. It holds one pool per distinct secret ever configured.
+var hmacPools struct {
+	sync.RWMutex
+	m map[string]*sync.Pool
+}
+
+func hmacPool(secret []byte) *sync.Pool {
+	hmacPools.RLock()
+	p := hmacPools.m[string(secret)]
+	hmacPools.RUnlock()
+	if p != nil {
+		return p
+	}
+	hmacPools.Lock()
+	defer hmacPools.Unlock()
+	if p = hmacPools.m[string(secret)]; p == nil {
+		key := append([]byte(nil), secret...)
+		p = &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+		if hmacPools.m == nil {
+			hmacPools.m = make(map[string]*sync.Pool)
+		}
+		hmacPools.m[string(key)] = p
+	}
+	return p
+}
+
+// fastVerifyAccess returns the claims of raw if the fast path can accept
+// it, else ok == false: the caller must then use verifyAccess.
+func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok bool) {
+	if raw == "" || len(raw) > maxTokenSize || ts.validator == nil {
+		return nil, false
+	}
+	dot1 := strings.IndexByte(raw, '.')
+	dot2 := strings.LastIndexByte(raw, '.')
+	if dot1 < 0 || dot1 == dot2 || strings.IndexByte(raw[dot1+1:dot2], '.') >= 0 {
+		return nil, false
+	}
+	headerSeg, payloadSeg, sigSeg := raw[:dot1], raw[dot1+1:dot2], raw[dot2+1:]
+
+	// header
+	var hbuf [maxFastHeader]byte
+	if b64url.DecodedLen(len(headerSeg)) > len(hbuf) {
+		return nil, false
+	}
+	n, err := b64url.Decode(hbuf[:], bytesView(headerSeg))
+	if err != nil {
+		return nil, false
+	}
+	kid, ok := fastHeader(hbuf[:n])
+	if !ok {
+		return nil, false
+	}
+	key := ts.keys.byKID[string(kid)]
+	if key == nil || key.method.Alg() != "HS256" {
+		return nil, false
+	}
+	secret, isSecret := key.verify.([]byte)
+	if !isSecret {
+		return nil, false
+	}
+
+	// signature
+	var sig [sha256.Size]byte
+	if b64url.DecodedLen(len(sigSeg)) != len(sig) {
+		return nil, false
+	}
+	if n, err := b64url.Decode(sig[:], bytesView(sigSeg)); err != nil || n != len(sig) {
+		return nil, false
+	}
+	pool := hmacPool(secret)
+	mac := pool.Get().(hash.Hash)
+	mac.Reset()
+	_, _ = mac.Write(bytesView(raw[:dot2]))
+	var sum [sha256.Size]byte
+	good := hmac.Equal(mac.Sum(sum[:0]), sig[:])
+	pool.Put(mac)
+	if !good {
+		return nil, false
+	}
+
+	// claims
+	payload := make([]byte, b64url.DecodedLen(len(payloadSeg)))
+	n, err = b64url.Decode(payload, bytesView(payloadSeg))
+	if err != nil {
+		return nil, false
+	}
+	claims = new(accessClaims)
+	if decodeAccessClaims(claims, payload[:n]) != nil {
+		return nil, false
+	}
+	if ts.validator.Validate(claims) != nil || claims.SID == "" || claims.Subject == "" {
+		return nil, false
+	}
+	return claims, true
+}
+
+// fastHeader reads a header of exactly alg "HS256", an access token typ
+// and a kid, each once, and returns the kid.
+// The kid aliases data.
+func fastHeader(data []byte) (kid []byte, ok bool) {
+	d := claimsDecoder{data: data}
+	var seenAlg, seenTyp, seenKid bool
+	d.skipSpace()
+	if !d.consume('{') {
+		return nil, false
+	}
+	for {
+		d.skipSpace()
+		name, err := d.key()
+		if err != nil {
+			return nil, false
+		}
+		d.skipSpace()
+		if !d.consume(':') {
+			return nil, false
+		}
+		d.skipSpace()
+		if d.peek() != '"' {
+			return nil, false
+		}
+		val, err := d.key()
+		if err != nil {
+			return nil, false
+		}
+		switch {
+		case string(name) == "alg" && !seenAlg && string(val) == "HS256":
+			seenAlg = true
+		case string(name) == "typ" && !seenTyp && (string(val) == typAccess || typMatches(string(val), typAccess)):
+			seenTyp = true
+		case string(name) == "kid" && !seenKid:
+			seenKid, kid = true, val
+		default:
+			return nil, false
+		}
+		d.skipSpace()
+		if d.consume(',') {
+			continue
+		}
+		if !d.consume('}') || d.end() != nil {
+			return nil, false
+		}
+		return kid, seenAlg && seenTyp && seenKid
+	}
+}
+
+// bytesView is s as a byte slice without copying it, for functions that
+// only read their input during the call (base64 decoding, hashing). The
+// slice must never be written to or kept.
+func bytesView(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}

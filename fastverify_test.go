@@ -1,0 +1,123 @@
+package tokenauth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// signRaw signs any header and claims JSON with the test secret, as HS256.
+func signRaw(header, claims string) string {
+	enc := base64.RawURLEncoding
+	input := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(claims))
+	mac := hmac.New(sha256.New, []byte(testSecret))
+	mac.Write([]byte(input))
+	return input + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+// TestFastPathAgreesWithParser: on every token below, the HS256 fast path
+// either steps aside or accepts exactly what the golang-jwt path accepts,
+// with the same claims; and it does accept the plugin's own tokens.
+func TestFastPathAgreesWithParser(t *testing.T) {
+	ts, _ := newTestTokens(t, 0)
+	kid := ts.keys.signer.kid
+	now := time.Now().Unix()
+	hdr := func(extra string) string {
+		return fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"at+jwt"%s}`, kid, extra)
+	}
+	claims := func(mod string) string {
+		c := fmt.Sprintf(`"iss":"test-issuer","aud":["test-realm"],"sub":"alice","sid":"s1","jti":"j","iat":%d,"nbf":%d,"exp":%d,"roles":["a"],"team":"blue"`, now, now, now+600)
+		return "{" + c + mod + "}"
+	}
+	issued := mintAccess(t, ts, testUser, "s1")
+	parts := strings.Split(issued, ".")
+
+	cases := []struct {
+		name     string
+		token    string
+		wantFast bool // the fast path must accept it
+	}{
+		{"issued token", issued, true},
+		{"hand-signed token", signRaw(hdr(""), claims("")), true},
+		{"typ with application/ prefix", signRaw(fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"application/at+jwt"}`, kid), claims("")), true},
+		{"header with spaces", signRaw(fmt.Sprintf(`{ "alg" : "HS256" , "kid" : %q , "typ" : "at+jwt" }`, kid), claims("")), true},
+		{"alg none", signRaw(fmt.Sprintf(`{"alg":"none","kid":%q,"typ":"at+jwt"}`, kid), claims("")), false},
+		{"alg HS384 header", signRaw(fmt.Sprintf(`{"alg":"HS384","kid":%q,"typ":"at+jwt"}`, kid), claims("")), false},
+		{"refresh typ", signRaw(fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"rt+jwt"}`, kid), claims("")), false},
+		{"no typ", signRaw(fmt.Sprintf(`{"alg":"HS256","kid":%q}`, kid), claims("")), false},
+		{"unknown kid", signRaw(`{"alg":"HS256","kid":"nope","typ":"at+jwt"}`, claims("")), false},
+		{"jku header", signRaw(hdr(`,"jku":"https://evil/"`), claims("")), false},
+		{"duplicate kid", signRaw(hdr(`,"kid":"nope"`), claims("")), false},
+		{"crit header", signRaw(hdr(`,"crit":["exp"]`), claims("")), false},
+		{"expired", signRaw(hdr(""), claims(fmt.Sprintf(`,"exp":%d`, now-1))), false},
+		{"exp now", signRaw(hdr(""), claims(fmt.Sprintf(`,"exp":%d`, now))), false},
+		{"no exp", signRaw(hdr(""), strings.Replace(claims(""), `"exp"`, `"xp"`, 1)), false},
+		{"nbf in the future", signRaw(hdr(""), claims(fmt.Sprintf(`,"nbf":%d`, now+100))), false},
+		{"iat in the future", signRaw(hdr(""), claims(fmt.Sprintf(`,"iat":%d`, now+100))), false},
+		{"wrong iss", signRaw(hdr(""), claims(`,"iss":"other"`)), false},
+		{"wrong aud", signRaw(hdr(""), claims(`,"aud":"other"`)), false},
+		{"aud as string", signRaw(hdr(""), strings.Replace(claims(""), `"aud":["test-realm"]`, `"aud":"test-realm"`, 1)), true},
+		{"no sid", signRaw(hdr(""), claims(`,"sid":""`)), false},
+		{"no sub", signRaw(hdr(""), claims(`,"sub":null`)), false},
+		{"sub of wrong type", signRaw(hdr(""), claims(`,"sub":1`)), false},
+		{"number with plus sign", signRaw(hdr(""), claims(`,"exp":+99999999999`)), false},
+		{"number with leading zero", signRaw(hdr(""), claims(`,"exp":099999999999`)), false},
+		{"broken reserved claim", signRaw(hdr(""), claims(`,"gen":tru`)), false},
+		{"claims not an object", signRaw(hdr(""), `["x"]`), false},
+		{"trailing data", signRaw(hdr(""), claims("")+"x"), false},
+		{"flipped signature", parts[0] + "." + parts[1] + "." + flip(parts[2]), false},
+		{"padded payload", parts[0] + "." + parts[1] + "==." + parts[2], false},
+		{"non-canonical signature", parts[0] + "." + parts[1] + "." + parts[2][:len(parts[2])-1] + nonCanonical(parts[2]), false},
+		{"four segments", issued + ".x", false},
+		{"two segments", parts[0] + "." + parts[1], false},
+		{"swapped segments", parts[1] + "." + parts[0] + "." + parts[2], false},
+		{"empty", "", false},
+	}
+	for _, tc := range cases {
+		fast, fastOK := ts.fastVerifyAccess(tc.token)
+		full, fullErr := ts.verifyAccess(tc.token)
+		if fastOK && fullErr != nil {
+			t.Errorf("%s: fast path accepted a token the parser refuses (%v)", tc.name, fullErr)
+		}
+		if fastOK && !reflect.DeepEqual(fast, full) {
+			t.Errorf("%s: claims differ:\n fast %+v\n full %+v", tc.name, fast, full)
+		}
+		if tc.wantFast && !fastOK {
+			t.Errorf("%s: fast path stepped aside (parser: %v)", tc.name, fullErr)
+		}
+	}
+}
+
+func flip(s string) string {
+	b := []byte(s)
+	if b[0] == 'A' {
+		b[0] = 'B'
+	} else {
+		b[0] = 'A'
+	}
+	return string(b)
+}
+
+// nonCanonical returns a last base64 character that decodes to the same
+// bytes with different unused bits (32 bytes leave 2 spare bits).
+func nonCanonical(s string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, s[len(s)-1])
+	return string(alphabet[i^1])
+}
+
+func TestFastPathCoversCacheMisses(t *testing.T) {
+	ts, _ := newTestTokens(t, 0)
+	tok := mintAccess(t, ts, testUser, "s1")
+	// the parser path cannot accept without a parser: the fast path must
+	ts.parser = nil
+	c, err := ts.verifyAccessCached(tok)
+	if err != nil || c.SID != "s1" {
+		t.Fatalf("verifyAccessCached did not use the fast path: %v", err)
+	}
+}

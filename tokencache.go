@@ -1,0 +1,188 @@
+package tokenauth
+
+import (
+	"hash/maphash"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// The verified-token cache lets a repeated access token skip the signature
+// check and the claims decoding: a guarded request carrying a token seen
+// before costs a hash of the token string and a map lookup.
+//
+// What it keeps, and for how long:
+//   - Only tokens that passed full verification (signature, typ, kid, alg,
+//     iss, aud, exp, nbf, iat), with their decoded claims, which are shared
+//     and must be treated as read-only by every caller.
+//   - An entry is never used past the token's exp: every hit compares exp
+//     with the current time, so a cached token expires exactly when it would
+//     have been refused by the parser.
+//   - Revocation is not cached: the guard consults the realm's revocation
+//     set after getting the claims, on hits as on misses.
+//   - The cache belongs to one provisioned handler (its key ring): a config
+//     reload that drops a key drops the cache with it.
+//
+// Memory is bounded whatever the token mix: at most `size` entries, each
+// holding a token of at most maxCachedTokenSize bytes (larger tokens are
+// verified every time). Each shard evicts in insertion order (a ring of
+// its keys): with one access_ttl for every token, the first inserted is
+// about the first to expire, so a flood of new tokens costs O(1) per
+// insertion, never grows the cache, and pushes out the oldest entries.
+
+// defaultTokenCacheSize is the number of verified access tokens a handler
+// keeps when the config says nothing.
+const defaultTokenCacheSize = 10000
+
+// maxCachedTokenSize bounds the token strings the cache keeps: this
+// plugin's access tokens are a few hundred bytes unless a user carries
+// large custom claims.
+const maxCachedTokenSize = 2 << 10
+
+// tokenCacheShards spreads the lock of a busy cache.
+const tokenCacheShards = 16
+
+type tokenCache struct {
+	seed     maphash.Seed
+	shards   []cacheShard
+	perShard int
+}
+
+type cacheShard struct {
+	mu   sync.RWMutex
+	m    map[uint64]*cachedToken
+	ring []uint64 // keys in insertion order, at most perShard; every key of m is in it
+	next int      // the ring slot to reuse next, once the ring is full
+	_    [32]byte // keep neighbouring shards' locks off one cache line
+}
+
+type cachedToken struct {
+	token  string // compared on every hit: the hash only finds the slot
+	claims *accessClaims
+	exp    int64 // unix nanoseconds; the entry is dead from then on
+}
+
+// newTokenCache returns a cache of at most size entries, or nil (no
+// caching) for size <= 0.
+func newTokenCache(size int) *tokenCache {
+	if size <= 0 {
+		return nil
+	}
+	n := min(tokenCacheShards, size)
+	c := &tokenCache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), perShard: size / n}
+	for i := range c.shards {
+		c.shards[i].m = make(map[uint64]*cachedToken)
+	}
+	return c
+}
+
+func (c *tokenCache) shard(h uint64) *cacheShard {
+	return &c.shards[h%uint64(len(c.shards))]
+}
+
+// get returns the claims of raw if it was verified before and has not
+// expired at now, else nil.
+func (c *tokenCache) get(raw string, now time.Time) *accessClaims {
+	if c == nil || len(raw) > maxCachedTokenSize {
+		return nil
+	}
+	h := maphash.String(c.seed, raw)
+	sh := c.shard(h)
+	sh.mu.RLock()
+	e := sh.m[h]
+	sh.mu.RUnlock()
+	if e == nil || e.token != raw || now.UnixNano() >= e.exp {
+		return nil
+	}
+	return e.claims
+}
+
+// put remembers the claims of a token that has just passed verification.
+func (c *tokenCache) put(raw string, claims *accessClaims, now time.Time) {
+	if c == nil || len(raw) > maxCachedTokenSize || claims.ExpiresAt == nil {
+		return
+	}
+	e := &cachedToken{token: strings.Clone(raw), claims: claims, exp: claims.ExpiresAt.UnixNano()}
+	h := maphash.String(c.seed, raw)
+	sh := c.shard(h)
+	sh.mu.Lock()
+	if _, present := sh.m[h]; !present {
+		sh.remember(h, c.perShard)
+	}
+	sh.m[h] = e
+	sh.mu.Unlock()
+}
+
+// remember records a new key in the ring; when the ring is full, the key
+// in the slot it takes (the oldest) leaves the map. Called with the lock
+// held.
+func (sh *cacheShard) remember(h uint64, capacity int) {
+	if len(sh.ring) < capacity {
+		sh.ring = append(sh.ring, h)
+		return
+	}
+	delete(sh.m, sh.ring[sh.next])
+	sh.ring[sh.next] = h
+	sh.next = (sh.next + 1) % capacity
+}
+
+// len is the number of entries, expired ones included (for tests).
+func (c *tokenCache) len() int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// verifyAccessCached is verifyAccess with the verified-token cache in
+// front, and the HS256 fast path (fastverify.go) before the full parser. The claims it returns are shared with other requests: read-only.
+// Callers still check revocation.
+func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
+	now := ts.now()
+	if claims := ts.cache.get(raw, now); claims != nil {
+		return claims, nil
+	}
+	claims, ok := ts.fastVerifyAccess(raw)
+	if !ok {
+		var err error
+		if claims, err = ts.verifyAccess(raw); err != nil {
+			return nil, err
+		}
+	}
+	// computed before the claims are shared, so hits never write to them
+	claims.vars = buildIdentityPlaceholders(claims)
+	ts.cache.put(raw, claims, now)
+	return claims, nil
+}
+
+// tokenCacheSize is the configured cache size, or the default.
+func (ta *TokenAuth) tokenCacheSize() int {
+	if ta.TokenCache == nil {
+		return defaultTokenCacheSize
+	}
+	return *ta.TokenCache
+}
+
+// parseTokenCache: token_cache <entries>   (0 disables the cache)
+func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", s)
+	}
+	ta.TokenCache = &n
+	return nil
+}
