@@ -96,8 +96,10 @@ type counterStep struct {
 	want     int
 }
 
-func fail(key, src string, want int) counterStep { return counterStep{op: "fail", key: key, src: src, want: want} }
-func forgive(key, src string) counterStep        { return counterStep{op: "forgive", key: key, src: src} }
+func fail(key, src string, want int) counterStep {
+	return counterStep{op: "fail", key: key, src: src, want: want}
+}
+func forgive(key, src string) counterStep { return counterStep{op: "forgive", key: key, src: src} }
 func ban(key string, d time.Duration) counterStep {
 	return counterStep{op: "ban", key: key, d: d}
 }
