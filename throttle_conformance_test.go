@@ -96,17 +96,17 @@ type counterStep struct {
 	want     int
 }
 
-func fail(key, src string, want int) counterStep {
+func stepFail(key, src string, want int) counterStep {
 	return counterStep{op: "fail", key: key, src: src, want: want}
 }
-func forgive(key, src string) counterStep { return counterStep{op: "forgive", key: key, src: src} }
-func ban(key string, d time.Duration) counterStep {
+func stepForgive(key, src string) counterStep { return counterStep{op: "forgive", key: key, src: src} }
+func stepBan(key string, d time.Duration) counterStep {
 	return counterStep{op: "ban", key: key, d: d}
 }
-func banned(key string, left time.Duration) counterStep {
+func stepBanned(key string, left time.Duration) counterStep {
 	return counterStep{op: "banned", key: key, d: left}
 }
-func wait(d time.Duration) counterStep { return counterStep{op: "wait", d: d} }
+func stepWait(d time.Duration) counterStep { return counterStep{op: "wait", d: d} }
 
 // counterWindow is the window of every fail step.
 const counterWindow = time.Minute
@@ -116,47 +116,47 @@ var counterCases = []struct {
 	steps []counterStep
 }{
 	{"every source counts", []counterStep{
-		fail("user:x", "a", 1), fail("user:x", "a", 2), fail("user:x", "b", 3),
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
 	}},
 	{"keys are counted apart", []counterStep{
-		fail("user:x", "a", 1), fail("ip:a", "user:x", 1), fail("user:y", "a", 1), fail("user:x", "a", 2),
+		stepFail("user:x", "a", 1), stepFail("ip:a", "user:x", 1), stepFail("user:y", "a", 1), stepFail("user:x", "a", 2),
 	}},
 	{"forgive forgets one source", []counterStep{
-		fail("user:x", "a", 1), fail("user:x", "a", 2), fail("user:x", "b", 3),
-		forgive("user:x", "a"), fail("user:x", "b", 2),
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
+		stepForgive("user:x", "a"), stepFail("user:x", "b", 2),
 	}},
 	{"forgiving an unknown key or source is harmless", []counterStep{
-		forgive("user:nobody", "a"), fail("user:x", "a", 1), forgive("user:x", "zzz"), fail("user:x", "a", 2),
-		banned("user:nobody", 0),
+		stepForgive("user:nobody", "a"), stepFail("user:x", "a", 1), stepForgive("user:x", "zzz"), stepFail("user:x", "a", 2),
+		stepBanned("user:nobody", 0),
 	}},
 	{"the window starts at the first failure", []counterStep{
-		fail("user:x", "a", 1), wait(40 * time.Second), fail("user:x", "b", 2),
-		wait(20 * time.Second), fail("user:x", "b", 1), // the first failure's window is over
-		wait(59 * time.Second), fail("user:x", "a", 2),
+		stepFail("user:x", "a", 1), stepWait(40 * time.Second), stepFail("user:x", "b", 2),
+		stepWait(20 * time.Second), stepFail("user:x", "b", 1), // the first failure's window is over
+		stepWait(59 * time.Second), stepFail("user:x", "a", 2),
 	}},
 	{"forgiving every source keeps the window", []counterStep{
-		fail("user:x", "a", 1), wait(40 * time.Second), forgive("user:x", "a"),
-		fail("user:x", "a", 1), wait(20 * time.Second), fail("user:x", "a", 1),
+		stepFail("user:x", "a", 1), stepWait(40 * time.Second), stepForgive("user:x", "a"),
+		stepFail("user:x", "a", 1), stepWait(20 * time.Second), stepFail("user:x", "a", 1),
 	}},
 	{"a ban lasts its time", []counterStep{
-		banned("ip:a", 0), ban("ip:a", 10*time.Minute), banned("ip:a", 10*time.Minute),
-		wait(4 * time.Minute), banned("ip:a", 6*time.Minute), banned("ip:b", 0),
-		wait(6 * time.Minute), banned("ip:a", 0),
+		stepBanned("ip:a", 0), stepBan("ip:a", 10*time.Minute), stepBanned("ip:a", 10*time.Minute),
+		stepWait(4 * time.Minute), stepBanned("ip:a", 6*time.Minute), stepBanned("ip:b", 0),
+		stepWait(6 * time.Minute), stepBanned("ip:a", 0),
 	}},
 	{"a ban forgets the failures", []counterStep{
-		fail("user:x", "a", 1), fail("user:x", "b", 2), ban("user:x", time.Minute),
-		fail("user:x", "a", 1), banned("user:x", time.Minute),
+		stepFail("user:x", "a", 1), stepFail("user:x", "b", 2), stepBan("user:x", time.Minute),
+		stepFail("user:x", "a", 1), stepBanned("user:x", time.Minute),
 	}},
 	{"a ban outlasts the window", []counterStep{
-		fail("user:x", "a", 1), ban("user:x", 10*time.Minute), wait(5 * time.Minute),
-		fail("user:x", "a", 1), banned("user:x", 5*time.Minute),
+		stepFail("user:x", "a", 1), stepBan("user:x", 10*time.Minute), stepWait(5 * time.Minute),
+		stepFail("user:x", "a", 1), stepBanned("user:x", 5*time.Minute),
 	}},
 	{"a new ban replaces the old", []counterStep{
-		ban("user:x", 10*time.Minute), wait(8 * time.Minute), ban("user:x", 10*time.Minute),
-		wait(5 * time.Minute), banned("user:x", 5*time.Minute),
+		stepBan("user:x", 10*time.Minute), stepWait(8 * time.Minute), stepBan("user:x", 10*time.Minute),
+		stepWait(5 * time.Minute), stepBanned("user:x", 5*time.Minute),
 	}},
 	{"a zero ban only forgets", []counterStep{
-		fail("user:x", "a", 1), ban("user:x", 0), banned("user:x", 0), fail("user:x", "a", 1),
+		stepFail("user:x", "a", 1), stepBan("user:x", 0), stepBanned("user:x", 0), stepFail("user:x", "a", 1),
 	}},
 }
 
