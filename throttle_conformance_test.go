@@ -46,7 +46,14 @@ func openRedisFailures(t *testing.T, url string, logger *zap.Logger) *redisFailu
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		// leave the shared server as found (the keys would expire anyway)
+		ctx := context.Background()
+		if keys, err := st.client.Keys(ctx, st.prefix+"*").Result(); err == nil && len(keys) > 0 {
+			st.client.Del(ctx, keys...)
+		}
+		st.Close()
+	})
 	return newRedisFailures(st)
 }
 

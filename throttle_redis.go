@@ -43,7 +43,9 @@ func (f *redisFailures) banKey(key string) string  { return f.store.prefix + "b:
 // window, which the first failure opens.
 var failScript = redis.NewScript(`
 local key, source, window = KEYS[1], ARGV[1], ARGV[2]
-if redis.call('EXISTS', key) == 0 then
+-- absent: the first failure opens the window (and no key is ever left
+-- without an expiry)
+if redis.call('PTTL', key) < 0 then
   redis.call('HSET', key, '` + failureWindowField + `', '0')
   redis.call('PEXPIRE', key, window)
 end
