@@ -30,7 +30,8 @@ type realmState struct {
 	// how long a revoked session's access tokens may still be presented.
 	accessTTL atomic.Int64
 
-	// failures counts failed logins for the throttle (throttle.go).
+	// failures counts failed logins for the throttle (throttle.go), in
+	// Redis when the store is (throttle_redis.go).
 	failures failureCounter
 }
 
@@ -82,6 +83,9 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 		logger:  logger,
 	}
 	rs.failures = newMemoryFailures()
+	if rstore, ok := store.(*redisStore); ok {
+		rs.failures = newRedisFailures(rstore) // shared by every instance (throttle_redis.go)
+	}
 	revoked, err := store.ListRevoked(context.Background())
 	if err != nil {
 		// The store may come back; until then the guard cannot learn of

@@ -30,7 +30,9 @@ const (
 )
 
 // ThrottleConfig bans logins after repeated failures, per user and per
-// client IP.
+// client IP. With `store redis` the counts and bans are kept in Redis and
+// hold across every instance sharing it (while Redis is down, logins
+// answer 503); otherwise they are kept in the process.
 type ThrottleConfig struct {
 	// Failures within Window that ban a user id or a client IP. Default: 5.
 	Failures int `json:"failures,omitempty"`
@@ -74,9 +76,9 @@ func (c ThrottleConfig) validate() error {
 // shared by every handler of a realm and survives config reloads; an
 // implementation backed by a shared store makes the throttle hold across
 // instances. Durations, not instants, cross the interface so a store may
-// keep time by its own clock. (In Redis, for instance: a hash per key,
-// HINCRBY key source 1 with EXPIRE key window NX and the sum of HVALS for
-// Fail, HDEL for Forgive, SET ban:key PX for Ban, PTTL ban:key for Banned.)
+// keep time by its own clock. The implementations are memoryFailures
+// (below) and redisFailures (throttle_redis.go); both pass the table in
+// throttle_conformance_test.go.
 type failureCounter interface {
 	// Fail records one failure of key from source and returns the number
 	// of failures of key, from all sources, in the current window (which
