@@ -43,6 +43,9 @@ const everyOption = `token_auth {
 		store        bolt /var/lib/caddy/sessions.db
 		cookies      off
 		login_page   /etc/caddy/login.html
+		throttle     3 5m 1h
+		max_concurrent_hashes 4
+		token_cache  500
 		require      role admin
 		require      role editor
 	}`
@@ -51,6 +54,7 @@ const everyOption = `token_auth {
 func everyOptionConfig() TokenAuth {
 	grace := caddy.Duration(3 * time.Second)
 	cookies := false
+	tokenCache := 500
 	return TokenAuth{
 		Realm:      "shop",
 		Endpoint:   "/auth/",
@@ -70,11 +74,14 @@ func everyOptionConfig() TokenAuth {
 				Roles: []string{"admin", "editor", "viewer"}, Claims: map[string]any{"team": "blue", "tier": "gold"}},
 			{ID: "bob", Password: testBcrypt},
 		},
-		UsersFile:    "/etc/caddy/users.json",
-		Store:        &StoreConfig{Backend: "bolt", Path: "/var/lib/caddy/sessions.db"},
-		Cookies:      &cookies,
-		LoginPage:    "/etc/caddy/login.html",
-		RequireRoles: []string{"admin", "editor"},
+		UsersFile:           "/etc/caddy/users.json",
+		Store:               &StoreConfig{Backend: "bolt", Path: "/var/lib/caddy/sessions.db"},
+		Cookies:             &cookies,
+		LoginPage:           "/etc/caddy/login.html",
+		Throttle:            &ThrottleConfig{Failures: 3, Window: caddy.Duration(5 * time.Minute), Ban: caddy.Duration(time.Hour)},
+		MaxConcurrentHashes: 4,
+		TokenCache:          &tokenCache,
+		RequireRoles:        []string{"admin", "editor"},
 	}
 }
 
