@@ -3,6 +3,7 @@ package tokenauth
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,43 @@ func FuzzParseUsersFile(f *testing.F) {
 			if err := users[i].validate(); err != nil {
 				t.Fatalf("accepted an invalid user: %v", err)
 			}
+		}
+	})
+}
+
+// FuzzSanitizeRedirect: whatever comes in, the answer is "/" or the input
+// unchanged; it never leaves the origin when a browser resolves it against
+// the site, carries no byte a browser would drop or reinterpret, and is a
+// fixed point (sanitizing it again changes nothing).
+func FuzzSanitizeRedirect(f *testing.F) {
+	for _, seed := range []string{
+		"/", "/private/", "/a?b=c#d", "//evil.com", "/\\evil.com", "https://evil.com", "javascript:alert(1)",
+		"%2F%2Fevil.com", "/%2F%2Fevil.com", "/\t/evil.com", "/\n/evil.com", "/./..//evil", "/@evil.com",
+		"/x:y", "/" + strings.Repeat("a", 3000), "", "\x00", "/é",
+	} {
+		f.Add(seed)
+	}
+	base, err := url.Parse("https://site.example/start/page")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := sanitizeRedirect(in)
+		if out != "/" && out != in {
+			t.Fatalf("%q became %q: neither the input nor /", in, out)
+		}
+		if again := sanitizeRedirect(out); again != out {
+			t.Fatalf("not a fixed point: %q -> %q -> %q", in, out, again)
+		}
+		if strings.ContainsAny(out, "\\\t\r\n ") || strings.HasPrefix(out, "//") {
+			t.Fatalf("%q kept a byte a browser reinterprets: %q", in, out)
+		}
+		u, err := url.Parse(out)
+		if err != nil {
+			t.Fatalf("%q: accepted %q does not parse: %v", in, out, err)
+		}
+		if dest := base.ResolveReference(u); dest.Scheme != base.Scheme || dest.Host != base.Host || dest.User != nil {
+			t.Fatalf("%q leads to another origin: %s", in, dest)
 		}
 	})
 }

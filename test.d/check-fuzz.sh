@@ -5,9 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-15s}
-# Not here: a target for the redirect sanitizer, which is written in
-# parallel with this script (login page and cookies); add it to the list.
-for target in FuzzVerifyToken FuzzDecodeAuthRequest FuzzUnmarshalCaddyfile FuzzParseUsersFile; do
+for target in FuzzVerifyToken FuzzDecodeAuthRequest FuzzUnmarshalCaddyfile FuzzParseUsersFile FuzzSanitizeRedirect; do
 	echo "-- $target ($fuzztime)"
 	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -parallel 2 .
 done
