@@ -1,27 +1,33 @@
 package tokenauth
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/hmac"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"hash"
+	"math/big"
 	"strings"
 	"sync"
 	"unsafe"
 )
 
-// The HS256 fast path verifies the access tokens this plugin signs without
+// The fast path verifies the access tokens this plugin signs without
 // golang-jwt's generic machinery, whose cost is mostly decoding the header
 // into a map and the claims twice over (a validity scan, then reflection):
 // about 10 times the HMAC itself. The guard tries it on every cache miss.
 //
 // It is deliberately narrow and only ever says "accepted" or "not sure":
 //   - the token must be in canonical form: three segments of unpadded,
-//     strictly canonical base64url; a header holding exactly alg "HS256",
-//     typ and kid, each once, nothing else;
-//   - the kid must name an HS256 key (the algorithm is pinned per key, as
-//     in keyFor), the typ must be an access token's, the HMAC must match
-//     (constant-time comparison);
+//     strictly canonical base64url; a header holding exactly alg, typ and
+//     kid, each once, nothing else;
+//   - the kid must name a key whose algorithm is the header's alg (the
+//     algorithm is pinned per key, as in keyFor), the typ must be an access
+//     token's, the signature must match: HS256 (constant-time comparison),
+//     EdDSA, ES256 or RS256, checked as golang-jwt's signing methods do;
 //   - the claims are decoded by decodeAccessClaims (the same function the
 //     parser path uses) and checked by a jwt.Validator built from the very
 //     options of the parser (exp required, nbf, iat, iss, aud, clock), then
@@ -89,35 +95,21 @@ func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok b
 	if err != nil {
 		return nil, false
 	}
-	kid, ok := fastHeader(hbuf[:n])
+	alg, kid, ok := fastHeader(hbuf[:n])
 	if !ok {
 		return nil, false
 	}
 	key := ts.keys.byKID[string(kid)]
-	if key == nil || key.method.Alg() != "HS256" {
-		return nil, false
-	}
-	secret, isSecret := key.verify.([]byte)
-	if !isSecret {
+	if key == nil || key.method.Alg() != string(alg) {
 		return nil, false
 	}
 
 	// signature
-	var sig [sha256.Size]byte
-	if b64url.DecodedLen(len(sigSeg)) != len(sig) {
-		return nil, false
-	}
-	if n, err := b64url.Decode(sig[:], bytesView(sigSeg)); err != nil || n != len(sig) {
-		return nil, false
-	}
-	pool := hmacPool(secret)
-	mac := pool.Get().(hash.Hash)
-	mac.Reset()
-	_, _ = mac.Write(bytesView(raw[:dot2]))
-	var sum [sha256.Size]byte
-	good := hmac.Equal(mac.Sum(sum[:0]), sig[:])
-	pool.Put(mac)
-	if !good {
+	if key.method.Alg() == "HS256" {
+		if !fastVerifyHS256(key, raw[:dot2], sigSeg) {
+			return nil, false
+		}
+	} else if !fastVerifyAsymmetric(key, raw[:dot2], sigSeg) {
 		return nil, false
 	}
 
@@ -137,53 +129,118 @@ func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok b
 	return claims, true
 }
 
-// fastHeader reads a header of exactly alg "HS256", an access token typ
-// and a kid, each once, and returns the kid.
-// The kid aliases data.
-func fastHeader(data []byte) (kid []byte, ok bool) {
+// fastHeader reads a header of exactly an alg, an access token typ and a
+// kid, each once, and returns the alg and the kid (which alias data).
+func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 	d := claimsDecoder{data: data}
 	var seenAlg, seenTyp, seenKid bool
 	d.skipSpace()
 	if !d.consume('{') {
-		return nil, false
+		return nil, nil, false
 	}
 	for {
 		d.skipSpace()
 		name, err := d.key()
 		if err != nil {
-			return nil, false
+			return nil, nil, false
 		}
 		d.skipSpace()
 		if !d.consume(':') {
-			return nil, false
+			return nil, nil, false
 		}
 		d.skipSpace()
 		if d.peek() != '"' {
-			return nil, false
+			return nil, nil, false
 		}
 		val, err := d.key()
 		if err != nil {
-			return nil, false
+			return nil, nil, false
 		}
 		switch {
-		case string(name) == "alg" && !seenAlg && string(val) == "HS256":
-			seenAlg = true
+		case string(name) == "alg" && !seenAlg:
+			seenAlg, alg = true, val
 		case string(name) == "typ" && !seenTyp && (string(val) == typAccess || typMatches(string(val), typAccess)):
 			seenTyp = true
 		case string(name) == "kid" && !seenKid:
 			seenKid, kid = true, val
 		default:
-			return nil, false
+			return nil, nil, false
 		}
 		d.skipSpace()
 		if d.consume(',') {
 			continue
 		}
 		if !d.consume('}') || d.end() != nil {
-			return nil, false
+			return nil, nil, false
 		}
-		return kid, seenAlg && seenTyp && seenKid
+		return alg, kid, seenAlg && seenTyp && seenKid
 	}
+}
+
+// fastVerifyHS256 checks an HS256 signature (constant-time comparison).
+func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
+	secret, isSecret := key.verify.([]byte)
+	if !isSecret {
+		return false
+	}
+	var sig [sha256.Size]byte
+	if b64url.DecodedLen(len(sigSeg)) != len(sig) {
+		return false
+	}
+	if n, err := b64url.Decode(sig[:], bytesView(sigSeg)); err != nil || n != len(sig) {
+		return false
+	}
+	pool := hmacPool(secret)
+	mac := pool.Get().(hash.Hash)
+	mac.Reset()
+	_, _ = mac.Write(bytesView(signingInput))
+	var sum [sha256.Size]byte
+	good := hmac.Equal(mac.Sum(sum[:0]), sig[:])
+	pool.Put(mac)
+	return good
+}
+
+// maxFastSignature bounds the signatures the fast path decodes: an RSA
+// signature is the modulus' size, 512 bytes for 4096-bit keys. Larger
+// keys take the golang-jwt path.
+const maxFastSignature = 512
+
+// fastVerifyAsymmetric checks an EdDSA, ES256 or RS256 signature the way
+// golang-jwt's signing methods do (Ed25519 over the signing input; ES256
+// as r||s of 32 bytes each over its SHA-256; RS256 as PKCS #1 v1.5 over
+// its SHA-256), with the key of the token's kid, whose algorithm the
+// caller has matched with the header's.
+func fastVerifyAsymmetric(key *jwtKey, signingInput, sigSeg string) bool {
+	var buf [maxFastSignature]byte
+	if b64url.DecodedLen(len(sigSeg)) > len(buf) {
+		return false
+	}
+	n, err := b64url.Decode(buf[:], bytesView(sigSeg))
+	if err != nil {
+		return false
+	}
+	sig := buf[:n]
+	switch key.method.Alg() {
+	case "EdDSA":
+		pub, ok := key.verify.(ed25519.PublicKey)
+		return ok && len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, bytesView(signingInput), sig)
+	case "ES256":
+		pub, ok := key.verify.(*ecdsa.PublicKey)
+		if !ok || len(sig) != 64 {
+			return false
+		}
+		digest := sha256.Sum256(bytesView(signingInput))
+		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+		return ecdsa.Verify(pub, digest[:], r, s)
+	case "RS256":
+		pub, ok := key.verify.(*rsa.PublicKey)
+		if !ok {
+			return false
+		}
+		digest := sha256.Sum256(bytesView(signingInput))
+		return rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig) == nil
+	}
+	return false
 }
 
 // bytesView is s as a byte slice without copying it, for functions that

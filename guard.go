@@ -38,11 +38,10 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 
 // refuse answers 401 with a Bearer challenge (RFC 6750).
 func (ta *TokenAuth) refuse(w http.ResponseWriter, bearerError string) error {
-	challenge := fmt.Sprintf("Bearer realm=%q", ta.Realm)
-	if bearerError != "" {
-		challenge += fmt.Sprintf(", error=%q", bearerError)
+	if done, err := ta.hot.refusePrepared(w, bearerError); done {
+		return err
 	}
-	w.Header().Set("WWW-Authenticate", challenge)
+	w.Header().Set("WWW-Authenticate", bearerChallenge(ta.Realm, bearerError))
 	return writeError(w, errNotAuthenticated())
 }
 

@@ -43,7 +43,7 @@ var tokenAuthMetrics = struct {
 var (
 	loginResults   = []string{"success", "failure", "throttled", "busy", "error"}
 	refreshResults = []string{"rotated", "graced", "reused", "revoked", "expired", "invalid", "error"}
-	guardResults   = []string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin"}
+	guardResults   = guardResultIndex[:]
 )
 
 // registerMetrics adds the plugin's collectors to a config's registry.
@@ -84,6 +84,10 @@ func (ta *TokenAuth) countRefresh(result string) {
 }
 
 func (ta *TokenAuth) countGuard(result string) {
+	if c := ta.hot.guardCounter(result); c != nil {
+		c.Inc()
+		return
+	}
 	tokenAuthMetrics.guard.WithLabelValues(ta.Realm, result).Inc()
 }
 

@@ -137,6 +137,7 @@ type TokenAuth struct {
 	logger   *zap.Logger
 	now      func() time.Time
 
+	hot           hotPath // hotpath.go: prepared at Provision for the guard
 	loginTemplate *template.Template
 	// throttle.go
 	throttle  ThrottleConfig
@@ -157,6 +158,10 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.logger = ctx.Logger()
 	ta.now = time.Now
 	ta.applyDefaults()
+	var err error
+	if ta.hot, err = newHotPath(ta.Realm); err != nil {
+		return err
+	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
 		if err := registerMetrics(reg, ta.Realm); err != nil {
 			return fmt.Errorf("registering metrics: %w", err)

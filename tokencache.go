@@ -145,7 +145,7 @@ func (c *tokenCache) len() int {
 }
 
 // verifyAccessCached is verifyAccess with the verified-token cache in
-// front, and the HS256 fast path (fastverify.go) before the full parser. The claims it returns are shared with other requests: read-only.
+// front, and the fast path (fastverify.go) before the full parser. The claims it returns are shared with other requests: read-only.
 // Callers still check revocation.
 func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
 	now := ts.now()

@@ -19,7 +19,8 @@
 #
 # Knobs (environment): PAIRS=3 rounds of A and B, DURATION=8 seconds a round,
 # CONNS=32 wrk connections, TOKENS=200000 minted tokens, CLIENTS=32 refresh
-# clients, TOKEN_CACHE (token_cache option; unset: the default), SERVER_CPU=0,
+# clients, TOKEN_CACHE (token_cache option; unset: the default), STORE=bolt
+# (or redis: the store is then REDIS_URL, a server you started), SERVER_CPU=0,
 # CLIENT_CPU=1. Everything is bounded: at most
 # (2*PAIRS+1)*DURATION seconds of load per mode, plus builds.
 set -euo pipefail
@@ -32,6 +33,7 @@ CONNS=${CONNS:-32}
 TOKENS=${TOKENS:-200000}
 CLIENTS=${CLIENTS:-32}
 TOKEN_CACHE=${TOKEN_CACHE:-}
+STORE=${STORE:-bolt}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 case $MODE in repeat | varying | refresh | all) ;; *)
@@ -44,6 +46,11 @@ if ! command -v wrk >/dev/null; then
 	echo "== installing wrk (Debian package)"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
+case $STORE in
+bolt) ;;
+redis) [ -n "${REDIS_URL:-}" ] || { echo "STORE=redis needs REDIS_URL" >&2; exit 2; } ;;
+*) echo "STORE is bolt or redis" >&2; exit 2 ;;
+esac
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
 
 work=$(mktemp -d -t token-auth-load-XXXXXX)
@@ -75,7 +82,7 @@ cat >"$work/Caddyfile" <<EOF
 http://127.0.0.1:$port {
 	token_auth /guarded* {
 		signing_key hs256 {env.BENCH_SECRET}
-		store bolt $work/sessions.db
+		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
 		user bench $hash
 		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
 	}
@@ -183,7 +190,7 @@ if [ "$MODE" = varying ] || [ "$MODE" = all ]; then
 fi
 
 if [ "$MODE" = refresh ] || [ "$MODE" = all ]; then
-	echo "== refresh storm: $CLIENTS connections, bolt store, $PAIRS rounds of ${DURATION}s"
+	echo "== refresh storm: $CLIENTS connections, $STORE store, $PAIRS rounds of ${DURATION}s"
 	rates=()
 	for ((p = 1; p <= PAIRS; p++)); do
 		# two sessions per connection, fresh each round (a rotated-away token is spent)
