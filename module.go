@@ -127,7 +127,9 @@ type TokenAuth struct {
 	// TokenCache is how many verified access tokens the guard remembers,
 	// so that a token seen before skips the signature check (its expiry
 	// and the session's revocation are still checked on every request).
-	// Each entry takes about 1 KiB. Default: 10000; 0 disables the cache.
+	// A token is remembered from its second request on, so tokens that
+	// never repeat cost nothing extra. Each entry takes about 1 KiB.
+	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
 	realm    *realmState

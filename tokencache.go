@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -49,6 +50,12 @@ type tokenCache struct {
 	seed     maphash.Seed
 	shards   []cacheShard
 	perShard int
+	// seenOnce admits a token on its second verification only: a slot per
+	// hash (direct-mapped, overwritten freely) remembers tokens verified
+	// once. A stream of tokens that never repeat then costs what it costs
+	// without a cache (no entry built, nothing evicted), while a token in
+	// use is cached from its second request on.
+	seenOnce []atomic.Uint64
 }
 
 type cacheShard struct {
@@ -72,7 +79,8 @@ func newTokenCache(size int) *tokenCache {
 		return nil
 	}
 	n := min(tokenCacheShards, size)
-	c := &tokenCache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), perShard: size / n}
+	c := &tokenCache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), perShard: size / n,
+		seenOnce: make([]atomic.Uint64, 2*size)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[uint64]*cachedToken)
 	}
@@ -100,13 +108,17 @@ func (c *tokenCache) get(raw string, now time.Time) *accessClaims {
 	return e.claims
 }
 
-// put remembers the claims of a token that has just passed verification.
+// put remembers the claims of a token that has just passed verification,
+// if it passed it before (see seenOnce).
 func (c *tokenCache) put(raw string, claims *accessClaims, now time.Time) {
 	if c == nil || len(raw) > maxCachedTokenSize || claims.ExpiresAt == nil {
 		return
 	}
-	e := &cachedToken{token: strings.Clone(raw), claims: claims, exp: claims.ExpiresAt.UnixNano()}
 	h := maphash.String(c.seed, raw)
+	if slot := &c.seenOnce[h%uint64(len(c.seenOnce))]; slot.Swap(h) != h {
+		return // first sight
+	}
+	e := &cachedToken{token: strings.Clone(raw), claims: claims, exp: claims.ExpiresAt.UnixNano()}
 	sh := c.shard(h)
 	sh.mu.Lock()
 	if _, present := sh.m[h]; !present {

@@ -66,13 +66,46 @@ var testUser = &User{ID: "alice", Email: "alice@example.com", Name: "Alice", Rol
 // a token afterwards.
 func forgetKeys(ts *tokenService) { ts.keys.byKID = map[string]*jwtKey{} }
 
+// verifyTwice verifies tok twice, so the cache admits it (second sight),
+// and returns the claims of the second verification.
+func verifyTwice(t testing.TB, ts *tokenService, tok string) *accessClaims {
+	t.Helper()
+	var claims *accessClaims
+	for range 2 {
+		var err error
+		if claims, err = ts.verifyAccessCached(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return claims
+}
+
+// TestTokenCacheAdmitsOnSecondSight: a token verified once is not cached
+// (a stream of tokens that never repeat builds no entries); verified
+// twice, it is.
+func TestTokenCacheAdmitsOnSecondSight(t *testing.T) {
+	ts, _ := newTestTokens(t, 100)
+	once, twice := mintAccess(t, ts, testUser, "s1"), mintAccess(t, ts, testUser, "s2")
+	if _, err := ts.verifyAccessCached(once); err != nil {
+		t.Fatal(err)
+	}
+	verifyTwice(t, ts, twice)
+	if n := ts.cache.len(); n != 1 {
+		t.Fatalf("cache holds %d entries, want only the token seen twice", n)
+	}
+	forgetKeys(ts)
+	if _, err := ts.verifyAccessCached(once); err == nil {
+		t.Fatal("a token seen once was served from the cache")
+	}
+	if _, err := ts.verifyAccessCached(twice); err != nil {
+		t.Fatalf("a token seen twice is not cached: %v", err)
+	}
+}
+
 func TestTokenCacheHitSkipsVerification(t *testing.T) {
 	ts, _ := newTestTokens(t, 100)
 	tok := mintAccess(t, ts, testUser, "s1")
-	first, err := ts.verifyAccessCached(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := verifyTwice(t, ts, tok)
 	forgetKeys(ts)
 	again, err := ts.verifyAccessCached(tok)
 	if err != nil {
@@ -111,9 +144,7 @@ func TestTokenCacheDisabledWithZero(t *testing.T) {
 func TestTokenCacheEntryNeverOutlivesExp(t *testing.T) {
 	ts, clock := newTestTokens(t, 100)
 	tok := mintAccess(t, ts, testUser, "s1") // exp = now + 15m
-	if _, err := ts.verifyAccessCached(tok); err != nil {
-		t.Fatal(err)
-	}
+	verifyTwice(t, ts, tok)
 	forgetKeys(ts)
 	clock.advance(15*time.Minute - time.Second)
 	if _, err := ts.verifyAccessCached(tok); err != nil {
@@ -131,9 +162,7 @@ func TestTokenCacheBoundedWhateverTheTokenMix(t *testing.T) {
 	var last string
 	for i := 0; i < 40*size; i++ {
 		last = mintAccess(t, ts, testUser, fmt.Sprintf("s%d", i))
-		if _, err := ts.verifyAccessCached(last); err != nil {
-			t.Fatal(err)
-		}
+		verifyTwice(t, ts, last)
 		if n := ts.cache.len(); n > size {
 			t.Fatalf("cache holds %d entries, bound is %d", n, size)
 		}
@@ -160,12 +189,16 @@ func TestTokenCacheEvictsOldestFirst(t *testing.T) {
 			toks = append(toks, tok)
 		}
 	}
+	// each put twice: the second sight admits it
+	c.put(toks[0], claims, now)
 	c.put(toks[0], claims, now)
 	c.put(toks[0], claims, now) // a re-put is no new entry
+	c.put(toks[1], claims, now)
 	c.put(toks[1], claims, now)
 	if c.get(toks[0], now) != nil || c.get(toks[1], now) != claims {
 		t.Fatal("want the older entry evicted for the newer")
 	}
+	c.put(toks[2], claims, now)
 	c.put(toks[2], claims, now)
 	if c.get(toks[1], now) != nil || c.get(toks[2], now) != claims || c.len() != 1 {
 		t.Fatalf("want only the newest entry, have %d entries", c.len())
