@@ -82,25 +82,7 @@ type caddyProc struct {
 	env      []string
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when cmd ends
-	logs     *syncBuffer
-}
-
-// syncBuffer collects a process's output safely across goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logPath  string // the process's stdout and stderr
 }
 
 // caddyOptions tunes a started Caddy.
@@ -164,12 +146,20 @@ func (p *caddyProc) start() {
 // is closed when it ends.
 func (p *caddyProc) launch() {
 	p.t.Helper()
-	p.logs = new(syncBuffer)
+	// The process writes its output straight into a file: a line it logs
+	// before answering a request is there by the time the answer arrives
+	// (a pipe would hand it over a moment later).
+	logFile, err := os.CreateTemp(p.dir, "caddy-output-*.log") // several processes may share dir
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.logPath = logFile.Name()
+	defer logFile.Close() // the child keeps its own descriptor
 	p.cmd = exec.Command(p.bin, "run", "--config", filepath.Join(p.dir, "Caddyfile"), "--adapter", "caddyfile")
 	p.cmd.Dir = p.dir
 	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(p.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(p.dir, "xdg-config"), "HOME="+p.dir)
 	p.cmd.Env = append(p.cmd.Env, p.env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
@@ -186,7 +176,7 @@ func (p *caddyProc) waitReady() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.exited:
-			p.t.Fatalf("caddy exited during startup; logs:\n%s", p.logs.String())
+			p.t.Fatalf("caddy exited during startup; logs:\n%s", p.Logs())
 		default:
 		}
 		resp, err := http.Get(p.adminURL + "/config/")
@@ -200,7 +190,7 @@ func (p *caddyProc) waitReady() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	p.t.Fatalf("caddy did not become ready; logs:\n%s", p.logs.String())
+	p.t.Fatalf("caddy did not become ready; logs:\n%s", p.Logs())
 }
 
 // stop ends the process gracefully (as `caddy stop` would).
@@ -234,12 +224,18 @@ func (p *caddyProc) reload(globals, body string) {
 	p.writeCaddyfile(globals, body)
 	out, err := exec.Command(p.bin, "reload", "--config", filepath.Join(p.dir, "Caddyfile"), "--adapter", "caddyfile", "--address", strings.TrimPrefix(p.adminURL, "http://")).CombinedOutput()
 	if err != nil {
-		p.t.Fatalf("caddy reload: %v\n%s\nlogs:\n%s", err, out, p.logs.String())
+		p.t.Fatalf("caddy reload: %v\n%s\nlogs:\n%s", err, out, p.Logs())
 	}
 }
 
 // Logs returns everything the process printed so far.
-func (p *caddyProc) Logs() string { return p.logs.String() }
+func (p *caddyProc) Logs() string {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		p.t.Errorf("reading caddy's output: %v", err)
+	}
+	return string(data)
+}
 
 // apiResponse is a decoded JSON answer.
 type apiResponse struct {
