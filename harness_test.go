@@ -82,7 +82,7 @@ type caddyProc struct {
 	env      []string
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when cmd ends
-	logPath  string // the process's stdout and stderr
+	logPath  string        // the process's stdout and stderr
 }
 
 // caddyOptions tunes a started Caddy.
