@@ -45,15 +45,6 @@ func (ta *TokenAuth) refuse(w http.ResponseWriter, bearerError string) error {
 	return writeError(w, errNotAuthenticated())
 }
 
-// accessTokenFrom takes the access token from the Authorization header
-// (schemes Bearer and JWT, or a bare token), else from the access cookie
-// (cookies on). Callers acting on a cookie-borne token for an unsafe
-// method must check csrfAllowed: use accessToken to know the source.
-func (ta *TokenAuth) accessTokenFrom(r *http.Request) string {
-	raw, _ := ta.accessToken(r)
-	return raw
-}
-
 func tokenFromAuthorization(h string) string {
 	h = strings.TrimSpace(h)
 	scheme, rest, found := strings.Cut(h, " ")
