@@ -17,6 +17,10 @@ import (
 // maxBodySize is the largest request body the endpoint reads.
 const maxBodySize = 64 << 10
 
+// maxBodyDrain is how much more of a too-large body is read (and
+// discarded) so that the client can receive the 413.
+const maxBodyDrain = 256 << 10
+
 // authRequest is every field a POST to the endpoint may carry, in the
 // shapes FeathersJS clients send.
 type authRequest struct {
@@ -62,6 +66,10 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodySize))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
+		// The connection is closed after the answer. Closing it on unread
+		// data resets it, and a client still sending then loses the 413:
+		// take in a bounded rest first, as net/http does for unread bodies.
+		_, _ = io.CopyN(io.Discard, r.Body, maxBodyDrain)
 		return nil, newAPIError(http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body larger than %d bytes", maxBodySize))
 	}
 	if err != nil {
