@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -98,6 +99,16 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 		return d.ArgErr()
 	}
 	return nil
+}
+
+// intArg reads exactly one argument as a whole number of at least min;
+// ok is false (with raw, the argument as written) when it is not one.
+func intArg(d *caddyfile.Dispenser, min int) (n int, raw string, ok bool, err error) {
+	if err := oneArg(d, &raw); err != nil {
+		return 0, "", false, err
+	}
+	n, convErr := strconv.Atoi(raw)
+	return n, raw, convErr == nil && n >= min, nil
 }
 
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {

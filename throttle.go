@@ -382,13 +382,12 @@ func parseThrottle(ta *TokenAuth, d *caddyfile.Dispenser) error {
 
 // parseMaxConcurrentHashes: max_concurrent_hashes <n>
 func parseMaxConcurrentHashes(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	var s string
-	if err := oneArg(d, &s); err != nil {
+	n, raw, ok, err := intArg(d, 1)
+	if err != nil {
 		return err
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return d.Errf("max_concurrent_hashes must be a positive whole number, got %q", s)
+	if !ok {
+		return d.Errf("max_concurrent_hashes must be a positive whole number, got %q", raw)
 	}
 	ta.MaxConcurrentHashes = n
 	return nil

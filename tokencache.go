@@ -2,7 +2,6 @@ package tokenauth
 
 import (
 	"hash/maphash"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,13 +186,12 @@ func (ta *TokenAuth) tokenCacheSize() int {
 
 // parseTokenCache: token_cache <entries>   (0 disables the cache)
 func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	var s string
-	if err := oneArg(d, &s); err != nil {
+	n, raw, ok, err := intArg(d, 0)
+	if err != nil {
 		return err
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", s)
+	if !ok {
+		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
 	}
 	ta.TokenCache = &n
 	return nil
