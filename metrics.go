@@ -83,14 +83,6 @@ func (ta *TokenAuth) countRefresh(result string) {
 	}
 }
 
-func (ta *TokenAuth) countGuard(result string) {
-	if c := ta.hot.guardCounter(result); c != nil {
-		c.Inc()
-		return
-	}
-	tokenAuthMetrics.guard.WithLabelValues(ta.Realm, result).Inc()
-}
-
 // String is the rotation outcome as a metric label and log field.
 func (r rotation) String() string {
 	switch r {

@@ -139,7 +139,7 @@ type TokenAuth struct {
 	logger   *zap.Logger
 	now      func() time.Time
 
-	hot           hotPath // hotpath.go: prepared at Provision for the guard
+	hot           preparedGuard // prepared at Provision for the guard
 	loginTemplate *template.Template
 	// throttle.go
 	throttle  ThrottleConfig
@@ -161,7 +161,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.now = time.Now
 	ta.applyDefaults()
 	var err error
-	if ta.hot, err = newHotPath(ta.Realm); err != nil {
+	if ta.hot, err = newPreparedGuard(ta.Realm); err != nil {
 		return err
 	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
