@@ -141,7 +141,7 @@ type TokenAuth struct {
 
 	hot           preparedGuard // prepared at Provision for the guard
 	loginTemplate *template.Template
-	// throttle.go
+	// the login throttle and the bound on concurrent password hashing
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 }

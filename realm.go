@@ -30,8 +30,8 @@ type realmState struct {
 	// how long a revoked session's access tokens may still be presented.
 	accessTTL atomic.Int64
 
-	// failures counts failed logins for the throttle (throttle.go), in
-	// Redis when the store is (throttle_redis.go).
+	// failures counts failed logins for the throttle, in Redis when the
+	// store is.
 	failures failureCounter
 }
 
@@ -84,7 +84,7 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 	}
 	rs.failures = newMemoryFailures()
 	if rstore, ok := store.(*redisStore); ok {
-		rs.failures = newRedisFailures(rstore) // shared by every instance (throttle_redis.go)
+		rs.failures = newRedisFailures(rstore) // shared by every instance
 	}
 	revoked, err := store.ListRevoked(context.Background())
 	if err != nil {

@@ -77,8 +77,7 @@ func (c ThrottleConfig) validate() error {
 // implementation backed by a shared store makes the throttle hold across
 // instances. Durations, not instants, cross the interface so a store may
 // keep time by its own clock. The implementations are memoryFailures
-// (below) and redisFailures (throttle_redis.go); both pass the table in
-// throttle_conformance_test.go.
+// (below) and redisFailures; both pass the same conformance table.
 type failureCounter interface {
 	// Fail records one failure of key from source and returns the number
 	// of failures of key, from all sources, in the current window (which

@@ -155,27 +155,6 @@ func (c *tokenCache) len() int {
 	return n
 }
 
-// verifyAccessCached is verifyAccess with the verified-token cache in
-// front, and the fast path (fastverify.go) before the full parser. The claims it returns are shared with other requests: read-only.
-// Callers still check revocation.
-func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
-	now := ts.now()
-	if claims := ts.cache.get(raw, now); claims != nil {
-		return claims, nil
-	}
-	claims, ok := ts.fastVerifyAccess(raw)
-	if !ok {
-		var err error
-		if claims, err = ts.verifyAccess(raw); err != nil {
-			return nil, err
-		}
-	}
-	// computed before the claims are shared, so hits never write to them
-	claims.vars = buildIdentityPlaceholders(claims)
-	ts.cache.put(raw, claims, now)
-	return claims, nil
-}
-
 // tokenCacheSize is the configured cache size, or the default.
 func (ta *TokenAuth) tokenCacheSize() int {
 	if ta.TokenCache == nil {

@@ -38,14 +38,6 @@ type User struct {
 	Claims map[string]any `json:"claims,omitempty"`
 }
 
-// reservedClaims may not be set as custom claims: they carry the token's
-// own meaning.
-var reservedClaims = map[string]bool{
-	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
-	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
-	"id": true, "typ": true,
-}
-
 // publicUser is the `user` object of endpoint answers: never a hash.
 func (u *User) publicUser() map[string]any {
 	out := make(map[string]any, 4+len(u.Claims))
