@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
 
@@ -199,27 +198,4 @@ func (ta *TokenAuth) cookieSession(r *http.Request) (sid, user string) {
 		return c.SID, c.Subject
 	}
 	return "", ""
-}
-
-func init() {
-	subdirectives["cookies"] = parseCookies
-	subdirectives["login_page"] = func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.LoginPage) }
-}
-
-// parseCookies: cookies on|off
-func parseCookies(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	var v string
-	if err := oneArg(d, &v); err != nil {
-		return err
-	}
-	switch v {
-	case "on":
-		ta.Cookies = nil // the default
-	case "off":
-		off := false
-		ta.Cookies = &off
-	default:
-		return d.Errf("cookies takes on or off, got %q", v)
-	}
-	return nil
 }

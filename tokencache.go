@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // The verified-token cache lets a repeated access token skip the signature
@@ -161,17 +159,4 @@ func (ta *TokenAuth) tokenCacheSize() int {
 		return defaultTokenCacheSize
 	}
 	return *ta.TokenCache
-}
-
-// parseTokenCache: token_cache <entries>   (0 disables the cache)
-func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	n, raw, ok, err := intArg(d, 0)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
-	}
-	ta.TokenCache = &n
-	return nil
 }
