@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"go.uber.org/zap"
 )
 
@@ -74,28 +73,6 @@ func (u *User) validate() error {
 		}
 	}
 	return nil
-}
-
-// passwordComparer is caddyauth's Comparer plus its fake hash, so an
-// unknown user costs the same hash verification as a known one.
-type passwordComparer interface {
-	caddyauth.Comparer
-	caddyauth.Hasher
-}
-
-// comparerFor picks the hash algorithm from the hash's own prefix.
-func comparerFor(hash string) (passwordComparer, error) {
-	switch {
-	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
-		return caddyauth.BcryptHash{}, nil
-	case strings.HasPrefix(hash, "$argon2id$"):
-		if _, _, err := caddyauth.DecodeHash([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("malformed argon2id hash: %v", err)
-		}
-		return caddyauth.Argon2idHash{}, nil
-	default:
-		return nil, errors.New("password must be a bcrypt or argon2id hash as printed by `caddy hash-password`")
-	}
 }
 
 // userList is an immutable, indexed set of users.

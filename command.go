@@ -3,8 +3,6 @@ package tokenauth
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +14,6 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
-	"golang.org/x/crypto/argon2"
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
 )
 
@@ -312,47 +308,6 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 		_ = d.Close()
 	}
 	return nil
-}
-
-// hashPassword hashes like `caddy hash-password` (caddyauth's bcrypt
-// hasher cannot be given a cost from outside its package, nor its argon2id
-// hasher parameters, so both are computed here with caddyauth's defaults and
-// encoding). The result is checked with caddyauth's own comparer (comparerFor)
-// before it is written.
-func hashPassword(pw []byte, algorithm string, bcryptCost int) (string, error) {
-	var hash string
-	switch algorithm {
-	case "bcrypt":
-		if bcryptCost < bcrypt.MinCost || bcryptCost > bcrypt.MaxCost {
-			return "", fmt.Errorf("--bcrypt-cost must be between %d and %d", bcrypt.MinCost, bcrypt.MaxCost)
-		}
-		h, err := bcrypt.GenerateFromPassword(pw, bcryptCost)
-		if err != nil {
-			return "", err
-		}
-		hash = string(h)
-	case "argon2id":
-		// caddyauth's defaults (Argon2idHash's parameters are not settable
-		// from outside its package): t=1, m=46 MiB, p=1, 32-byte key.
-		const time, memory, threads, keyLen = 1, 46 * 1024, 1, 32
-		salt := make([]byte, 16)
-		if _, err := rand.Read(salt); err != nil {
-			return "", err
-		}
-		key := argon2.IDKey(pw, salt, time, memory, threads, keyLen)
-		hash = fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, memory, time, threads,
-			base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
-	default:
-		return "", fmt.Errorf("unknown --algorithm %q (want argon2id or bcrypt)", algorithm)
-	}
-	cmp, err := comparerFor(hash)
-	if err != nil {
-		return "", err
-	}
-	if ok, err := cmp.Compare([]byte(hash), pw); err != nil || !ok {
-		return "", fmt.Errorf("the new %s hash does not verify (%v)", algorithm, err)
-	}
-	return hash, nil
 }
 
 // promptPassword asks twice without echo on a terminal; otherwise it reads
