@@ -235,14 +235,6 @@ func setDefault(d *caddy.Duration, def time.Duration) {
 	}
 }
 
-// resolvedOrDefault resolves a possibly absent store config.
-func (c *StoreConfig) resolvedOrDefault() StoreConfig {
-	if c == nil {
-		return StoreConfig{}.resolved()
-	}
-	return c.resolved()
-}
-
 // Validate checks that the lifetimes fit together.
 func (ta *TokenAuth) Validate() error {
 	if !strings.HasPrefix(ta.Endpoint, "/") {

@@ -15,7 +15,7 @@ import (
 
 // boltStore keeps a realm's sessions in an embedded bbolt database file.
 // One file may hold several realms, each in its own bucket; the *bolt.DB
-// is opened once per process and shared (see openBoltDB).
+// is opened once per process and shared (boltPool).
 type boltStore struct {
 	db     *bolt.DB
 	realm  []byte
@@ -33,7 +33,7 @@ var (
 
 // openBoltDB opens (creating if needed) the database file at path. bbolt
 // holds an exclusive file lock, so a second Open in the same process would
-// block forever; callers go through the storePool instead.
+// block forever; callers go through boltPool instead.
 func openBoltDB(path string) (*bolt.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for session database: %w", err)

@@ -50,10 +50,6 @@ const (
 // reloads the whole revoked set instead.
 const revocationLogWindow = 10 * time.Minute
 
-// errOutageLogged marks store errors whose outage the store has already
-// logged, so the endpoint does not log them again on every request.
-var errOutageLogged = errors.New("outage logged by the store")
-
 func init() {
 	// go-redis prints every failed dial; an outage is reported once by
 	// redisStore.check instead, and the client's own lines go to debug.
@@ -106,9 +102,12 @@ func newRedisStore(rawURL, realm string, logger *zap.Logger) (*redisStore, error
 }
 
 func (r *redisStore) sessionKey(sid string) string { return r.prefix + "s:" + sid }
-func (r *redisStore) userKey(user string) string   { return r.prefix + "u:" + user }
-func (r *redisStore) revokedKey() string           { return r.prefix + "revoked" }
-func (r *redisStore) logKey() string               { return r.prefix + "revocations" }
+
+func (r *redisStore) userKey(user string) string { return r.prefix + "u:" + user }
+
+func (r *redisStore) revokedKey() string { return r.prefix + "revoked" }
+
+func (r *redisStore) logKey() string { return r.prefix + "revocations" }
 
 // check turns a Redis error into the store's errors and keeps track of
 // outages: the first failure is logged, and so is the first success after.
@@ -207,6 +206,7 @@ func decodeSession(sid string, fields []string) (Session, error) {
 // %.14g (times) are never converted back to strings in Lua: the scripts
 // only store strings they were given.
 const luaCommon = `
+
 -- int renders a number for Redis exactly (never as 1.7e+15)
 local function int(n) return string.format('%d', n) end
 
@@ -263,6 +263,7 @@ func luaScript(body string) *redis.Script {
 // createScript: KEYS = prefix; ARGV = sid, user, created, last_used,
 // expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms.
 var createScript = luaScript(`
+
 local prefix, sid, user = KEYS[1], ARGV[1], ARGV[2]
 local key = prefix .. 's:' .. sid
 redis.call('DEL', key)
@@ -285,6 +286,7 @@ return 1
 // generation, now (µs), grace (µs), now ms, stream MINID.
 // Returns {outcome, session fields...}, or {-1} for an unknown session.
 var rotateScript = luaScript(`
+
 local prefix, sid = KEYS[1], ARGV[1]
 local key = prefix .. 's:' .. sid
 local s = load(key)
@@ -317,6 +319,7 @@ return out
 // revokeScript: KEYS = prefix; ARGV = now ms, stream MINID, sids...
 // Revokes the live sessions named and returns their ids.
 var revokeScript = luaScript(`
+
 local prefix, now_ms, minid = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 local lines, ids = {}, {}
 for i = 3, #ARGV do
@@ -332,6 +335,7 @@ return ids
 
 // revokeUserScript: KEYS = prefix; ARGV = user, now ms, stream MINID.
 var revokeUserScript = luaScript(`
+
 local prefix, user, now_ms, minid = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local ukey = prefix .. 'u:' .. user
 local lines, ids = {}, {}
