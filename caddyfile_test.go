@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 const testBcrypt = "$2a$04$e2tYtTq0bIh9tDdGGbaZcuXtFfEhLn8.tsPUCNWWoS5LwNqBkQoaW"
@@ -405,5 +406,28 @@ func TestCaddyJSONExample(t *testing.T) {
 	}
 	if len(ta.Users) == 0 {
 		t.Fatalf("no token_auth handler with users in the example: %s", got)
+	}
+}
+
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	hash := testenv.Hash(t, "pw")
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown option", "realm a\n\tbogus 1", "Testfile:3"},
+		{"missing argument", "realm", "Testfile:2"},
+		{"bad duration", "realm a\n\naccess_ttl soon", "Testfile:4"},
+		{"bad endpoint", "endpoint auth", "Testfile:2"},
+		{"signing key args", "signing_key hs256", "Testfile:2"},
+		{"user bad hash", "realm a\nuser bob plaintext", "Testfile:3"},
+		{"user unknown option", "user bob " + hash + " {\n\tcolour blue\n}", "Testfile:3"},
+		{"user reserved claim", "user bob " + hash + " {\n\temail b@x\n\tclaim sub x\n}", "Testfile:4"},
+		{"store", "store floppy", "Testfile:2"},
+		{"require", "require admin", "Testfile:2"},
+		{"throttle", "\nthrottle 1 2", "Testfile:3"},
+	} {
+		ta := new(TokenAuth)
+		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.body + "\n}"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -34,7 +35,7 @@ var counterKinds = []struct {
 		return m, func(d time.Duration) { now = now.Add(d) }
 	}},
 	{"redis", func(t *testing.T) (failureCounter, func(time.Duration)) {
-		f := openRedisFailures(t, testRedisURL(t), nil)
+		f := openRedisFailures(t, testenv.RedisURL(t), nil)
 		return f, func(d time.Duration) { shortenExpiries(t, f.store, d) }
 	}},
 }
@@ -239,7 +240,7 @@ func TestFailureCounterConcurrent(t *testing.T) {
 // TestRedisFailuresExpireByThemselves: the Redis counter's keys carry
 // expiries (nothing to sweep) and really end with the window and the ban.
 func TestRedisFailuresExpireByThemselves(t *testing.T) {
-	f := openRedisFailures(t, testRedisURL(t), nil)
+	f := openRedisFailures(t, testenv.RedisURL(t), nil)
 	ctx := context.Background()
 	if _, err := f.Fail(ctx, "user:x", "a", 200*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -256,7 +257,7 @@ func TestRedisFailuresExpireByThemselves(t *testing.T) {
 			t.Fatalf("%s has no expiry (%v)", k, ttl)
 		}
 	}
-	eventually(t, 10*time.Second, "window and ban over", func() bool {
+	testenv.Eventually(t, 10*time.Second, "window and ban over", func() bool {
 		left, err := f.Banned(ctx, "ip:a")
 		n, _ := f.store.client.Exists(ctx, keys...).Result()
 		return err == nil && left == 0 && n == 0
@@ -270,7 +271,7 @@ func TestRedisFailuresExpireByThemselves(t *testing.T) {
 // ErrStoreUnavailable (so the login is answered 503), the outage is logged
 // once, and the counter works again when Redis is back.
 func TestRedisFailuresOutage(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testenv.StartRedis(t)
 	core, logs := observer.New(zap.InfoLevel)
 	f := openRedisFailures(t, srv.URL, zap.New(core))
 	ctx := context.Background()
@@ -278,7 +279,7 @@ func TestRedisFailuresOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv.stop()
+	srv.Stop()
 	ops := map[string]func() error{
 		"Fail":    func() error { _, err := f.Fail(ctx, "user:x", "a", time.Minute); return err },
 		"Forgive": func() error { return f.Forgive(ctx, "user:x", "a") },
@@ -294,8 +295,8 @@ func TestRedisFailuresOutage(t *testing.T) {
 		t.Fatalf("outage logged %d times, want once", n)
 	}
 
-	srv.start()
-	eventually(t, 10*time.Second, "counter usable again", func() bool {
+	srv.Start()
+	testenv.Eventually(t, 10*time.Second, "counter usable again", func() bool {
 		_, err := f.Banned(ctx, "user:x")
 		return err == nil
 	})
@@ -311,8 +312,8 @@ func TestRedisFailuresOutage(t *testing.T) {
 // is an unavailable store (503), never a wrong password (401), whatever
 // password it sends, and no password is verified.
 func TestCheckPasswordRedisDown(t *testing.T) {
-	ta, _ := unitHandler(t, []User{{ID: "alice", Password: testHash(t, "alice-pw")}}, 1)
-	st, err := newRedisStore(fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t)), "down", nil)
+	ta, _ := unitHandler(t, []User{{ID: "alice", Password: testenv.Hash(t, "alice-pw")}}, 1)
+	st, err := newRedisStore(fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t)), "down", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // TestHotPathRefusalMatchesUnprepared: the 401 a provisioned guard writes
@@ -15,12 +16,7 @@ import (
 // headers and body, for a realm that needs quoting.
 func TestHotPathRefusalMatchesUnprepared(t *testing.T) {
 	realm := `hot "path" realm`
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Users:      []User{{ID: "alice", Password: testHash(t, "pw")}},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      realm,
-	}
+	ta := hs256Config(realm, User{ID: "alice", Password: testenv.Hash(t, "pw")})
 	provisionInProcess(t, ta)
 	if ta.hot.notAuthenticated == nil || ta.hot.challenge == "" {
 		t.Fatal("Provision prepared no 401 answer")
@@ -61,12 +57,7 @@ func TestHotPathRefusalMatchesUnprepared(t *testing.T) {
 // caddy_token_auth_guard_decisions_total.
 func TestHotPathGuardCounters(t *testing.T) {
 	realm := "hot-path-counters-" + randomID()
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Users:      []User{{ID: "alice", Password: testHash(t, "pw")}},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      realm,
-	}
+	ta := hs256Config(realm, User{ID: "alice", Password: testenv.Hash(t, "pw")})
 	provisionInProcess(t, ta)
 	for _, result := range guardResults {
 		if c := ta.hot.guardCounter(result); c == nil || c != tokenAuthMetrics.guard.WithLabelValues(realm, result) {

@@ -1,4 +1,4 @@
-package tokenauth
+package e2e
 
 import (
 	"crypto/ed25519"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // The attack corpus: forged and malformed tokens against a running Caddy.
@@ -51,13 +53,19 @@ type attackCase struct {
 	notAt string
 }
 
+// The token types of the contract (CONTRACT.md, wire format).
+const (
+	typAccess  = "at+jwt"
+	typRefresh = "rt+jwt"
+)
+
 const (
 	baseHeader = `{"alg":"HS256","kid":"KID","typ":"TYP"}`
 	baseClaims = `{"iss":"caddy-token-auth","aud":["a"],"sub":"alice","sid":"SID"GEN,"iat":NOW,"nbf":NOW,"exp":EXP,"jti":"forged"}`
 )
 
 func TestAttackCorpus(t *testing.T) {
-	user := testHash(t, "alice-pw")
+	user := testenv.Hash(t, "alice-pw")
 	realmBlock := func(realm, extra string) string {
 		return fmt.Sprintf(`handle /%[1]s/* {
 		token_auth /%[1]s/private/* {
@@ -87,7 +95,7 @@ func TestAttackCorpus(t *testing.T) {
 		return sid
 	}
 	sid := sidOf(a)
-	kid := hmacKID([]byte(attackSecret))
+	kid := kidOf(t, a.str("accessToken")) // the server's id for attackSecret
 	now := time.Now().Unix()
 	secret := []byte(attackSecret)
 
