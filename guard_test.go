@@ -3,6 +3,7 @@ package tokenauth
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,4 +106,17 @@ func guardDecisions(t *testing.T, realm string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestOversizedToken: tokens over 8 KiB are refused before any parsing.
+func TestOversizedToken(t *testing.T) {
+	ta := hs256Config("oversized-test")
+	provisionInProcess(t, ta)
+	huge := "eyJ" + strings.Repeat("A", maxTokenSize)
+	if w := serve(t, ta, "GET", "/x", "", "Authorization", "Bearer "+huge); w.Code != http.StatusUnauthorized {
+		t.Fatalf("guard: %d", w.Code)
+	}
+	if _, err := ta.tokens.verifyAccess(huge); err == nil || !strings.Contains(err.Error(), "oversized") {
+		t.Fatalf("verifyAccess: %v", err)
+	}
 }

@@ -2,15 +2,15 @@ package tokenauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
+	"sort"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
@@ -125,44 +125,182 @@ func TestThrottleOff(t *testing.T) {
 	}
 }
 
-func TestThrottleCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    ThrottleConfig
-		hashes  int
-		wantErr string
-	}{
-		{in: "throttle 3 1m 2h", want: ThrottleConfig{Failures: 3, Window: caddy.Duration(time.Minute), Ban: caddy.Duration(2 * time.Hour)}},
-		{in: "throttle off", want: ThrottleConfig{Off: true}},
-		{in: "max_concurrent_hashes 3", hashes: 3},
-		{in: "throttle 3 1m", wantErr: "Testfile:2"},
-		{in: "throttle x 1m 1m", wantErr: "failures must be a positive"},
-		{in: "throttle 0 1m 1m", wantErr: "failures must be a positive"},
-		{in: "throttle 3 soon 1m", wantErr: `invalid duration "soon"`},
-		{in: "throttle 3 1m -1m", wantErr: `invalid duration "-1m"`},
-		{in: "max_concurrent_hashes 0", wantErr: "Testfile:2"},
-		{in: "max_concurrent_hashes 2 3", wantErr: "Testfile:2"},
-	} {
-		ta := new(TokenAuth)
-		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.in + "\n}"))
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-			continue
-		}
-		if tc.hashes != 0 {
-			if ta.MaxConcurrentHashes != tc.hashes {
-				t.Errorf("%q: max_concurrent_hashes %d", tc.in, ta.MaxConcurrentHashes)
-			}
-			continue
-		}
-		if ta.Throttle == nil || *ta.Throttle != tc.want {
-			t.Errorf("%q: got %+v, want %+v", tc.in, ta.Throttle, tc.want)
-		}
+// The failure counter conformance table: the in-memory counter and the
+// Redis one (a real redis-server) run the same steps, so the throttle
+// means the same on one instance and on a cluster.
+
+// counterKinds opens a fresh, empty counter of each kind with a way to
+// let time pass. Memory gets a fake clock. Redis keeps time by its own
+// clock through key expiry alone, so letting time pass is shortening
+// every key's expiry by that much (TestRedisFailuresExpireByThemselves
+// shows the real expiry does the same).
+var counterKinds = []struct {
+	name string
+	open func(t *testing.T) (failureCounter, func(time.Duration))
+}{
+	{"memory", func(t *testing.T) (failureCounter, func(time.Duration)) {
+		now := time.Unix(1_000_000, 0)
+		m := newMemoryFailures()
+		m.now = func() time.Time { return now }
+		return m, func(d time.Duration) { now = now.Add(d) }
+	}},
+	{"redis", func(t *testing.T) (failureCounter, func(time.Duration)) {
+		f := openRedisFailures(t, testenv.RedisURL(t), nil)
+		return f, func(d time.Duration) { shortenExpiries(t, f.store, d) }
+	}},
+}
+
+func eachCounter(t *testing.T, fn func(t *testing.T, c failureCounter, wait func(time.Duration))) {
+	for _, kind := range counterKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			c, wait := kind.open(t)
+			fn(t, c, wait)
+		})
 	}
+}
+
+// counterStep is one call of a conformance case: fail (want the count),
+// forgive, ban (for d), banned (want left, d), or wait (d passes).
+type counterStep struct {
+	op       string
+	key, src string
+	d        time.Duration
+	want     int
+}
+
+func stepFail(key, src string, want int) counterStep {
+	return counterStep{op: "fail", key: key, src: src, want: want}
+}
+
+func stepForgive(key, src string) counterStep { return counterStep{op: "forgive", key: key, src: src} }
+
+func stepBan(key string, d time.Duration) counterStep {
+	return counterStep{op: "ban", key: key, d: d}
+}
+
+func stepBanned(key string, left time.Duration) counterStep {
+	return counterStep{op: "banned", key: key, d: left}
+}
+
+func stepWait(d time.Duration) counterStep { return counterStep{op: "wait", d: d} }
+
+// counterWindow is the window of every fail step.
+const counterWindow = time.Minute
+
+var counterCases = []struct {
+	name  string
+	steps []counterStep
+}{
+	{"every source counts", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
+	}},
+	{"keys are counted apart", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("ip:a", "user:x", 1), stepFail("user:y", "a", 1), stepFail("user:x", "a", 2),
+	}},
+	{"forgive forgets one source", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
+		stepForgive("user:x", "a"), stepFail("user:x", "b", 2),
+	}},
+	{"forgiving an unknown key or source is harmless", []counterStep{
+		stepForgive("user:nobody", "a"), stepFail("user:x", "a", 1), stepForgive("user:x", "zzz"), stepFail("user:x", "a", 2),
+		stepBanned("user:nobody", 0),
+	}},
+	{"the window starts at the first failure", []counterStep{
+		stepFail("user:x", "a", 1), stepWait(40 * time.Second), stepFail("user:x", "b", 2),
+		stepWait(20 * time.Second), stepFail("user:x", "b", 1), // the first failure's window is over
+		stepWait(59 * time.Second), stepFail("user:x", "a", 2),
+	}},
+	{"forgiving every source keeps the window", []counterStep{
+		stepFail("user:x", "a", 1), stepWait(40 * time.Second), stepForgive("user:x", "a"),
+		stepFail("user:x", "a", 1), stepWait(20 * time.Second), stepFail("user:x", "a", 1),
+	}},
+	{"a ban lasts its time", []counterStep{
+		stepBanned("ip:a", 0), stepBan("ip:a", 10*time.Minute), stepBanned("ip:a", 10*time.Minute),
+		stepWait(4 * time.Minute), stepBanned("ip:a", 6*time.Minute), stepBanned("ip:b", 0),
+		stepWait(6 * time.Minute), stepBanned("ip:a", 0),
+	}},
+	{"a ban forgets the failures", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "b", 2), stepBan("user:x", time.Minute),
+		stepFail("user:x", "a", 1), stepBanned("user:x", time.Minute),
+	}},
+	{"a ban outlasts the window", []counterStep{
+		stepFail("user:x", "a", 1), stepBan("user:x", 10*time.Minute), stepWait(5 * time.Minute),
+		stepFail("user:x", "a", 1), stepBanned("user:x", 5*time.Minute),
+	}},
+	{"a new ban replaces the old", []counterStep{
+		stepBan("user:x", 10*time.Minute), stepWait(8 * time.Minute), stepBan("user:x", 10*time.Minute),
+		stepWait(5 * time.Minute), stepBanned("user:x", 5*time.Minute),
+	}},
+	{"a zero ban only forgets", []counterStep{
+		stepFail("user:x", "a", 1), stepBan("user:x", 0), stepBanned("user:x", 0), stepFail("user:x", "a", 1),
+	}},
+}
+
+// banSlack is how much sooner a ban may end than asked: Redis's clock runs
+// while the test does.
+const banSlack = 5 * time.Second
+
+func TestFailureCounterConformance(t *testing.T) {
+	for _, tc := range counterCases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachCounter(t, func(t *testing.T, c failureCounter, pass func(time.Duration)) {
+				ctx := context.Background()
+				for i, s := range tc.steps {
+					where := fmt.Sprintf("step %d (%s %s %s %v)", i+1, s.op, s.key, s.src, s.d)
+					switch s.op {
+					case "fail":
+						n, err := c.Fail(ctx, s.key, s.src, counterWindow)
+						if err != nil || n != s.want {
+							t.Fatalf("%s: %d, %v; want %d", where, n, err, s.want)
+						}
+					case "forgive":
+						if err := c.Forgive(ctx, s.key, s.src); err != nil {
+							t.Fatalf("%s: %v", where, err)
+						}
+					case "ban":
+						if err := c.Ban(ctx, s.key, s.d); err != nil {
+							t.Fatalf("%s: %v", where, err)
+						}
+					case "banned":
+						left, err := c.Banned(ctx, s.key)
+						ok := left == s.d || (s.d > banSlack && left <= s.d && left > s.d-banSlack)
+						if err != nil || !ok {
+							t.Fatalf("%s: %v left, %v", where, left, err)
+						}
+					case "wait":
+						pass(s.d)
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestFailureCounterConcurrent: failures counted at once are each counted
+// once (the count is atomic), and each sees a different count.
+func TestFailureCounterConcurrent(t *testing.T) {
+	eachCounter(t, func(t *testing.T, c failureCounter, _ func(time.Duration)) {
+		const n = 40
+		ctx := context.Background()
+		counts := make([]int, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				counts[i], errs[i] = c.Fail(ctx, "user:x", fmt.Sprintf("10.0.0.%d", i%7), counterWindow)
+			}(i)
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		sort.Ints(counts)
+		for i, got := range counts {
+			if got != i+1 {
+				t.Fatalf("counts %v, want 1..%d each once", counts, n)
+			}
+		}
+	})
 }

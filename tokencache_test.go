@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -326,36 +325,6 @@ func TestTokenCacheConcurrentUse(t *testing.T) {
 	wg.Wait()
 	if n := ts.cache.len(); n > 8 {
 		t.Fatalf("cache holds %d entries, bound is 8", n)
-	}
-}
-
-func TestTokenCacheCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    int
-		wantErr bool
-	}{
-		{"token_cache 500", 500, false},
-		{"token_cache 0", 0, false},
-		{"token_cache -1", 0, true},
-		{"token_cache many", 0, true},
-		{"token_cache", 0, true},
-		{"token_cache 1 2", 0, true},
-	} {
-		ta := new(TokenAuth)
-		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.in + "\n}"))
-		if tc.wantErr {
-			if err == nil {
-				t.Errorf("%q: want an error", tc.in)
-			}
-			continue
-		}
-		if err != nil || ta.TokenCache == nil || *ta.TokenCache != tc.want || ta.tokenCacheSize() != tc.want {
-			t.Errorf("%q: err %v, TokenCache %v", tc.in, err, ta.TokenCache)
-		}
-	}
-	if (&TokenAuth{}).tokenCacheSize() != defaultTokenCacheSize {
-		t.Error("unset token_cache should give the default size")
 	}
 }
 

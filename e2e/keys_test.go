@@ -3,9 +3,6 @@ package e2e
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -223,14 +220,7 @@ func TestKeysE2ESharedStorage(t *testing.T) {
 // and refresh tokens), then the old one is dropped and its tokens stop
 // working.
 func TestKeysE2ERotation(t *testing.T) {
-	_, ed, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ed, ec := testenv.NewKeys(t)
 	dir := t.TempDir()
 	for name, content := range map[string]string{"old.pem": pkcs8PEM(t, ed), "new.pem": sec1PEM(t, ec)} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {

@@ -6,6 +6,10 @@ package testenv
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -184,4 +188,18 @@ func Claim(t testing.TB, tok, name string) string {
 	_, c := JWTParts(t, tok)
 	s, _ := c[name].(string)
 	return s
+}
+
+// NewKeys generates a fresh Ed25519 and P-256 key.
+func NewKeys(t testing.TB) (ed25519.PrivateKey, *ecdsa.PrivateKey) {
+	t.Helper()
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ed, ec
 }
