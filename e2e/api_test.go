@@ -20,10 +20,6 @@ import (
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
-// e2eSecret signs the tokens of the end-to-end tests; it reaches Caddy
-// through the environment, as operators are told to pass it.
-const e2eSecret = "e2e-test-secret-0123456789abcdefghijklmnop"
-
 const e2ePassword = "correct horse battery staple"
 
 // e2eSite is a site block with a guarded /private/ area whose handler

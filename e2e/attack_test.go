@@ -23,8 +23,6 @@ import (
 // secret check that the claim and header checks refuse them, not only the
 // signature; the controls at the end prove those tokens are otherwise valid.
 
-const attackSecret = "attack-corpus-secret-0123456789abcdef"
-
 func b64s(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 func hmacSign(key []byte, input string) string {
@@ -78,7 +76,7 @@ func TestAttackCorpus(t *testing.T) {
 			%[4]s
 		}
 		respond "%[1]s: guarded content"
-	}`, realm, attackSecret, user, extra)
+	}`, realm, e2eSecret, user, extra)
 	}
 	p := startCaddy(t, "", realmBlock("a", "")+"\n"+realmBlock("b", "issuer other-issuer"))
 
@@ -95,9 +93,9 @@ func TestAttackCorpus(t *testing.T) {
 		return sid
 	}
 	sid := sidOf(a)
-	kid := kidOf(t, a.str("accessToken")) // the server's id for attackSecret
+	kid := kidOf(t, a.str("accessToken")) // the server's id for e2eSecret
 	now := time.Now().Unix()
-	secret := []byte(attackSecret)
+	secret := []byte(e2eSecret)
 
 	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(edPub)
@@ -133,7 +131,7 @@ func TestAttackCorpus(t *testing.T) {
 	}
 
 	// Blank and common HMAC secrets, with our kid and without any.
-	for _, s := range []string{"", "secret", "password", "123456", "changeme", "your-256-bit-secret", "jwt", "key", "null", "undefined", attackSecret[:31], attackSecret + " "} {
+	for _, s := range []string{"", "secret", "password", "123456", "changeme", "your-256-bit-secret", "jwt", "key", "null", "undefined", e2eSecret[:31], e2eSecret + " "} {
 		add(attackCase{name: fmt.Sprintf("secret %q", s), key: []byte(s)})
 		add(attackCase{name: fmt.Sprintf("secret %q, no kid", s), header: `{"alg":"HS256","typ":"TYP"}`, key: []byte(s)})
 	}

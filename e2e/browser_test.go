@@ -20,8 +20,6 @@ import (
 // End-to-end tests of the browser side (login page, form login, cookies,
 // refresh, logout, redirects, CSRF) against a real Caddy process.
 
-const browserTestSecret = "browser-test-secret-0123456789abcdef"
-
 // browserSite is a site whose /private/* is guarded; the guarded
 // handler echoes the user and the cookies it received, the rest is public.
 func browserSite(t *testing.T, options string) string {
@@ -37,7 +35,7 @@ func browserSite(t *testing.T, options string) string {
 	}
 	respond /private/* "private for {http.auth.user.id}; cookies: {http.request.header.Cookie}" 200
 	respond "public" 200
-`, browserTestSecret, testenv.Hash(t, "alice-password"), options)
+`, e2eSecret, testenv.Hash(t, "alice-password"), options)
 }
 
 // webResp is an answer as a browser sees it, redirects not followed.

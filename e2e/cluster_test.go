@@ -16,8 +16,6 @@ import (
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
-const clusterSecret = "cluster-test-secret-0123456789abcdef"
-
 // clusterSite is a site guarded on /api/* with sessions in Redis, whose
 // URL comes from the environment (so placeholders are exercised too).
 func clusterSite(t *testing.T, realm string) string {
@@ -30,7 +28,7 @@ func clusterSite(t *testing.T, realm string) string {
 		user alice %s
 	}
 	respond /api/* "hello {http.auth.user.id}" 200
-`, realm, clusterSecret, testenv.Hash(t, "alice-pw"))
+`, realm, e2eSecret, testenv.Hash(t, "alice-pw"))
 }
 
 func startClusterNode(t *testing.T, redisURL, site string) *caddyProc {

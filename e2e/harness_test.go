@@ -328,3 +328,7 @@ const (
 	maxBodySize       = 64 << 10
 	maxTokenSize      = 8 << 10
 )
+
+// e2eSecret is the HS256 secret of every site in these tests; some take it
+// from the environment (E2E_TOKEN_SECRET), as operators are told to pass it.
+const e2eSecret = "e2e-test-secret-0123456789abcdefghijklmnop"

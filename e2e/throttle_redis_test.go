@@ -29,7 +29,7 @@ func TestThrottleClusterEndToEnd(t *testing.T) {
 		user carol %s
 	}
 	respond /api/* "hello {http.auth.user.id}" 200
-`, rand.Text()[:8], clusterSecret, testenv.Hash(t, "alice-pw"), testenv.Hash(t, "bob-pw"), testenv.Hash(t, "carol-pw"))
+`, rand.Text()[:8], e2eSecret, testenv.Hash(t, "alice-pw"), testenv.Hash(t, "bob-pw"), testenv.Hash(t, "carol-pw"))
 	opts := caddyOptions{Env: []string{"TEST_TOKEN_AUTH_REDIS_URL=" + srv.URL}}
 	a := startCaddy(t, throttleGlobals, site, opts)
 	b := startCaddy(t, throttleGlobals, site, opts)
