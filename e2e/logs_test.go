@@ -1,4 +1,4 @@
-package tokenauth
+package e2e
 
 import (
 	"os"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // TestNoSecretsInLogs runs a full session through a real Caddy logging at
@@ -17,7 +19,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		password  = "correct-horse-battery-staple"
 		wrongPass = "Tr0ub4dor&3-wrong-guess"
 	)
-	hash := testHash(t, password)
+	hash := testenv.Hash(t, password)
 	// As the README advises: at DEBUG level Caddy itself logs its whole
 	// config, so the secret comes from the environment and the hashes from
 	// a users file, never inline.

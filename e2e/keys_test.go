@@ -1,10 +1,12 @@
-package tokenauth
+package e2e
 
 import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // keysSite is a site whose /private* needs a token; the two verbs are the
@@ -29,7 +32,7 @@ const keysSite = `
 `
 
 func keysSiteBody(t testing.TB, keyLines string) string {
-	return fmt.Sprintf(keysSite, testHash(t, "wonderland"), keyLines)
+	return fmt.Sprintf(keysSite, testenv.Hash(t, "wonderland"), keyLines)
 }
 
 func login(t testing.TB, p *caddyProc) (access, refresh string) {
@@ -108,7 +111,7 @@ func TestKeysE2EGeneratedKeySurvivesRestart(t *testing.T) {
 	if st, _ := os.Stat(keyFile); st.Mode().Perm()&0o077 != 0 {
 		t.Fatalf("key file mode %v", st.Mode())
 	}
-	if !strings.Contains(string(pemData), "BEGIN PRIVATE KEY") || mustKID(t, "ed25519", string(pemData)) != kid {
+	if !strings.Contains(string(pemData), "BEGIN PRIVATE KEY") || thumbprintKID(t, string(pemData)) != kid {
 		t.Fatal("the stored key is not the one that signs")
 	}
 	set, raw := fetchJWKS(t, p)
@@ -118,7 +121,7 @@ func TestKeysE2EGeneratedKeySurvivesRestart(t *testing.T) {
 	if err := joseVerify(t, set, access); err != nil {
 		t.Fatalf("go-jose refuses our token: %v", err)
 	}
-	if tp, err := set.Keys[0].Thumbprint(crypto.SHA256); err != nil || b64(tp) != kid {
+	if tp, err := set.Keys[0].Thumbprint(crypto.SHA256); err != nil || base64.RawURLEncoding.EncodeToString(tp) != kid {
 		t.Fatalf("kid %s is not the RFC 7638 thumbprint by go-jose (%v)", kid, err)
 	}
 	if got := guarded(t, p, access); got != http.StatusOK {
@@ -152,9 +155,9 @@ func startCaddyTogether(t *testing.T, body string, dirs ...string) []*caddyProc 
 	bin := caddyBinary(t)
 	procs := make([]*caddyProc, len(dirs))
 	for i, dir := range dirs {
-		p := &caddyProc{t: t, bin: bin, dir: dir, Port: freePort(t)}
+		p := &caddyProc{t: t, bin: bin, dir: dir, Port: testenv.FreePort(t)}
 		p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", p.Port)
-		p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+		p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 		p.writeCaddyfile("", body)
 		procs[i] = p
 	}
@@ -217,20 +220,20 @@ func TestKeysE2ESharedStorage(t *testing.T) {
 // and refresh tokens), then the old one is dropped and its tokens stop
 // working.
 func TestKeysE2ERotation(t *testing.T) {
-	ed, ec, _ := testKeys(t)
+	ed, ec := testenv.NewKeys(t)
 	dir := t.TempDir()
-	for name, content := range map[string]string{"old.pem": pkcs8PEM(t, ed), "new.pem": pemOf(t, "EC PRIVATE KEY", mustSEC1(t, ec))} {
+	for name, content := range map[string]string{"old.pem": pkcs8PEM(t, ed), "new.pem": sec1PEM(t, ec)} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hash := testHash(t, "wonderland")
+	hash := testenv.Hash(t, "wonderland")
 	site := func(keyLines string) string { return fmt.Sprintf(keysSite, hash, keyLines) }
 
 	p := startCaddy(t, "", site("signing_key ed25519 {DIR}/old.pem"), caddyOptions{Dir: dir})
 	oldAccess, oldRefresh := login(t, p)
 	oldKID, _ := headerOf(t, oldAccess)["kid"].(string)
-	if oldKID != mustKID(t, "ed25519", pkcs8PEM(t, ed)) {
+	if oldKID != thumbprintKID(t, pkcs8PEM(t, ed)) {
 		t.Fatalf("kid %s is not the old key's thumbprint", oldKID)
 	}
 	set, _ := fetchJWKS(t, p)
@@ -246,7 +249,7 @@ func TestKeysE2ERotation(t *testing.T) {
 	newAccess, _ := login(t, p)
 	h := headerOf(t, newAccess)
 	newKID, _ := h["kid"].(string)
-	if h["alg"] != "ES256" || newKID == oldKID || newKID != mustKID(t, "es256", pkcs8PEM(t, ec)) {
+	if h["alg"] != "ES256" || newKID == oldKID || newKID != thumbprintKID(t, pkcs8PEM(t, ec)) {
 		t.Fatalf("new token header %v", h)
 	}
 	resp := p.do("POST", "/authentication", map[string]string{"action": "refresh", "refresh_token": oldRefresh})
@@ -279,11 +282,48 @@ func TestKeysE2ERotation(t *testing.T) {
 	}
 }
 
-func mustSEC1(t testing.TB, k *ecdsa.PrivateKey) []byte {
+// headerOf returns a token's JOSE header.
+func headerOf(t testing.TB, tok string) map[string]any {
+	t.Helper()
+	h, _ := testenv.JWTParts(t, tok)
+	return h
+}
+
+// thumbprintKID is the key id the plugin gives a private key: its public
+// key's RFC 7638 thumbprint, computed here by go-jose.
+func thumbprintKID(t testing.TB, pemText string) string {
+	t.Helper()
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk := jose.JSONWebKey{Key: key.(crypto.Signer).Public()}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tp)
+}
+
+func pkcs8PEM(t testing.TB, key any) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+// sec1PEM is what `openssl ecparam -genkey -noout` writes.
+func sec1PEM(t testing.TB, k *ecdsa.PrivateKey) string {
 	t.Helper()
 	der, err := x509.MarshalECPrivateKey(k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return der
+	return string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
 }

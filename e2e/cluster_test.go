@@ -1,9 +1,10 @@
-package tokenauth
+package e2e
 
 // End-to-end tests of a cluster: real Caddy processes sharing one real
 // redis-server, and the admin API through Caddy's admin endpoint.
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,9 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-const clusterSecret = "cluster-test-secret-0123456789abcdef"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
+)
 
 // clusterSite is a site guarded on /api/* with sessions in Redis, whose
 // URL comes from the environment (so placeholders are exercised too).
@@ -27,7 +28,7 @@ func clusterSite(t *testing.T, realm string) string {
 		user alice %s
 	}
 	respond /api/* "hello {http.auth.user.id}" 200
-`, realm, clusterSecret, testHash(t, "alice-pw"))
+`, realm, e2eSecret, testenv.Hash(t, "alice-pw"))
 }
 
 func startClusterNode(t *testing.T, redisURL, site string) *caddyProc {
@@ -76,8 +77,8 @@ func (p *caddyProc) admin(method, path string) (int, map[string]any, string) {
 // it everywhere, and logouts and admin revocations reach the other
 // instance within 5 s.
 func TestClusterTwoInstances(t *testing.T) {
-	url := testRedisURL(t)
-	site := clusterSite(t, "cluster-"+randomID()[:8])
+	url := testenv.RedisURL(t)
+	site := clusterSite(t, "cluster-"+rand.Text()[:8])
 	a := startClusterNode(t, url, site)
 	b := startClusterNode(t, url, site)
 
@@ -98,7 +99,7 @@ func TestClusterTwoInstances(t *testing.T) {
 	if clusterGuarded(a, second.str("accessToken")) != http.StatusUnauthorized {
 		t.Fatal("A still accepts the reused session's access token")
 	}
-	eventually(t, 5*time.Second, "B refuses the reused session", func() bool {
+	testenv.Eventually(t, 5*time.Second, "B refuses the reused session", func() bool {
 		return clusterGuarded(b, second.str("accessToken")) == http.StatusUnauthorized
 	})
 	if res := refresh(b, second.str("refreshToken")); res.Status != http.StatusUnauthorized {
@@ -113,7 +114,7 @@ func TestClusterTwoInstances(t *testing.T) {
 	if res := a.do("DELETE", "/authentication", nil, "Authorization", "Bearer "+third.str("accessToken")); res.Status != 200 {
 		t.Fatalf("logout at A: %d %s", res.Status, res.Raw)
 	}
-	eventually(t, 5*time.Second, "B refuses the logged-out session", func() bool {
+	testenv.Eventually(t, 5*time.Second, "B refuses the logged-out session", func() bool {
 		return clusterGuarded(b, third.str("accessToken")) == http.StatusUnauthorized
 	})
 
@@ -126,7 +127,7 @@ func TestClusterTwoInstances(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("admin revoke at B: %d %s", status, raw)
 	}
-	eventually(t, 5*time.Second, "A refuses the session revoked through B's admin API", func() bool {
+	testenv.Eventually(t, 5*time.Second, "A refuses the session revoked through B's admin API", func() bool {
 		return clusterGuarded(a, fourth.str("accessToken")) == http.StatusUnauthorized
 	})
 	if res := refresh(a, fourth.str("refreshToken")); res.Status != http.StatusUnauthorized {
@@ -143,8 +144,8 @@ func realmOf(site string) string {
 // TestAdminAPISessions: listing and revoking through Caddy's admin
 // endpoint, and its error answers.
 func TestAdminAPISessions(t *testing.T) {
-	url := testRedisURL(t)
-	site := clusterSite(t, "admin-"+randomID()[:8])
+	url := testenv.RedisURL(t)
+	site := clusterSite(t, "admin-"+rand.Text()[:8])
 	realm := realmOf(site)
 	a := startClusterNode(t, url, site)
 	b := startClusterNode(t, url, site)
@@ -181,7 +182,7 @@ func TestAdminAPISessions(t *testing.T) {
 		t.Fatalf("revoke user: %d %s", status, raw)
 	}
 	for _, res := range []apiResponse{one, two} {
-		eventually(t, 5*time.Second, "B refuses alice's revoked sessions", func() bool {
+		testenv.Eventually(t, 5*time.Second, "B refuses alice's revoked sessions", func() bool {
 			return clusterGuarded(b, res.str("accessToken")) == http.StatusUnauthorized
 		})
 	}
@@ -217,11 +218,11 @@ func TestAdminAPISessions(t *testing.T) {
 // valid tokens still pass, the outage is logged once; Redis back, login
 // works again without restarting Caddy.
 func TestClusterRedisOutage(t *testing.T) {
-	srv := startRedisServer(t) // its own server: this test stops it
+	srv := testenv.StartRedis(t) // its own server: this test stops it
 	p := startClusterNode(t, srv.URL, clusterSite(t, "outage"))
 	pair := clusterLogin(t, p)
 
-	srv.stop()
+	srv.Stop()
 	for i := 0; i < 3; i++ {
 		res := p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": "alice", "password": "alice-pw"})
 		if res.Status != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" || res.str("name") != "Unavailable" {
@@ -238,8 +239,8 @@ func TestClusterRedisOutage(t *testing.T) {
 		t.Fatalf("outage logged %d times, want once:\n%s", n, p.Logs())
 	}
 
-	srv.start()
-	eventually(t, 15*time.Second, "login after Redis is back", func() bool {
+	srv.Start()
+	testenv.Eventually(t, 15*time.Second, "login after Redis is back", func() bool {
 		return p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": "alice", "password": "alice-pw"}).Status == http.StatusCreated
 	})
 	again := clusterLogin(t, p)

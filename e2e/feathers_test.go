@@ -1,4 +1,4 @@
-package tokenauth
+package e2e
 
 import (
 	"fmt"
@@ -7,27 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
-
-// requireTool finds a program the test needs. Without it the test is
-// skipped locally but fails under CI=true, where test.d installs it.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		missing(t, "%s is not installed (test.d/setup-node.sh installs it)", name)
-	}
-	return path
-}
-
-// missing fails under CI and skips elsewhere.
-func missing(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
 
 // feathersSite is a site whose /api/* routes need a token and whose
 // /api/whoami answers the identity the guard set, as a Feathers service.
@@ -45,7 +27,7 @@ func feathersSite(t *testing.T) string {
 		header Content-Type application/json
 		respond `+"`"+`{"id":"{http.auth.user.id}","sid":"{http.auth.user.sid}"}`+"`"+` 200
 	}
-`, e2eSecret, testHash(t, "wonderland"))
+`, e2eSecret, testenv.Hash(t, "wonderland"))
 }
 
 // TestFeathersClient runs tests/feathers/client.js, the real FeathersJS v5
@@ -54,13 +36,13 @@ func feathersSite(t *testing.T) string {
 // guarded service, a refresh in the seed's shape, logout, and refusal of
 // the old tokens.
 func TestFeathersClient(t *testing.T) {
-	node := requireTool(t, "node")
-	dir, err := filepath.Abs(filepath.Join("tests", "feathers"))
+	node := lookProgram(t, "test.d/setup-node.sh", "node")
+	dir, err := filepath.Abs(filepath.Join("..", "tests", "feathers"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@feathersjs", "authentication-client")); err != nil {
-		missing(t, "tests/feathers/node_modules is missing: run `npm ci` there (test.d/setup-node.sh does)")
+		testenv.Need(t, "tests/feathers/node_modules is missing: run `npm ci` there (test.d/setup-node.sh does)")
 	}
 	p := startCaddy(t, "", feathersSite(t))
 

@@ -3,10 +3,12 @@ package tokenauth
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // TestHotPathRefusalMatchesUnprepared: the 401 a provisioned guard writes
@@ -15,12 +17,7 @@ import (
 // headers and body, for a realm that needs quoting.
 func TestHotPathRefusalMatchesUnprepared(t *testing.T) {
 	realm := `hot "path" realm`
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Users:      []User{{ID: "alice", Password: testHash(t, "pw")}},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      realm,
-	}
+	ta := hs256Config(realm, User{ID: "alice", Password: testenv.Hash(t, "pw")})
 	provisionInProcess(t, ta)
 	if ta.hot.notAuthenticated == nil || ta.hot.challenge == "" {
 		t.Fatal("Provision prepared no 401 answer")
@@ -61,12 +58,7 @@ func TestHotPathRefusalMatchesUnprepared(t *testing.T) {
 // caddy_token_auth_guard_decisions_total.
 func TestHotPathGuardCounters(t *testing.T) {
 	realm := "hot-path-counters-" + randomID()
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Users:      []User{{ID: "alice", Password: testHash(t, "pw")}},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      realm,
-	}
+	ta := hs256Config(realm, User{ID: "alice", Password: testenv.Hash(t, "pw")})
 	provisionInProcess(t, ta)
 	for _, result := range guardResults {
 		if c := ta.hot.guardCounter(result); c == nil || c != tokenAuthMetrics.guard.WithLabelValues(realm, result) {
@@ -114,4 +106,17 @@ func guardDecisions(t *testing.T, realm string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestOversizedToken: tokens over 8 KiB are refused before any parsing.
+func TestOversizedToken(t *testing.T) {
+	ta := hs256Config("oversized-test")
+	provisionInProcess(t, ta)
+	huge := "eyJ" + strings.Repeat("A", maxTokenSize)
+	if w := serve(t, ta, "GET", "/x", "", "Authorization", "Bearer "+huge); w.Code != http.StatusUnauthorized {
+		t.Fatalf("guard: %d", w.Code)
+	}
+	if _, err := ta.tokens.verifyAccess(huge); err == nil || !strings.Contains(err.Error(), "oversized") {
+		t.Fatalf("verifyAccess: %v", err)
+	}
 }

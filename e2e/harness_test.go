@@ -1,12 +1,16 @@
-package tokenauth
+package e2e
 
-// The end-to-end harness: tests build the real Caddy binary of cmd/caddy
-// once per test run and start it as a separate process, so they exercise
-// exactly what operators run, including restarts and reloads.
+// Package e2e holds the process-level tests: they build the real Caddy
+// binary of ../cmd/caddy once per test run and start it as a separate
+// process (with redis-server, Chromium, node or fail2ban-regex where a test
+// needs them), so they exercise exactly what operators run, including
+// restarts and reloads. They see the plugin only as operators do: the
+// binary, HTTP and files. `go test -short ./...` skips them all (TestMain).
 
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,8 +23,30 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
+
+// TestMain skips the whole package under -short: every test here starts
+// processes, and -short is the quick loop that starts none.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped under -short (every test starts processes)")
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// lookProgram finds a program a test needs; without it the test fails
+// under CI=true and skips elsewhere (setup names the script installing it).
+func lookProgram(t testing.TB, setup, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		testenv.Need(t, fmt.Sprintf("%s is not installed (%s installs it)", name, setup))
+	}
+	return path
+}
 
 var (
 	caddyBinOnce sync.Once
@@ -38,7 +64,7 @@ func caddyBinary(t testing.TB) string {
 			return
 		}
 		caddyBinPath = filepath.Join(dir, "caddy")
-		out, err := exec.Command("go", "build", "-o", caddyBinPath, "./cmd/caddy").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", caddyBinPath, "../cmd/caddy").CombinedOutput()
 		if err != nil {
 			caddyBinErr = fmt.Errorf("building caddy: %v\n%s", err, out)
 		}
@@ -47,28 +73,6 @@ func caddyBinary(t testing.TB) string {
 		t.Fatal(caddyBinErr)
 	}
 	return caddyBinPath
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// testHash returns a cheap bcrypt hash (cost 4) so tests stay fast; the
-// format is what `caddy hash-password` prints.
-func testHash(t testing.TB, password string) string {
-	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(h)
 }
 
 // caddyProc is one running Caddy process.
@@ -104,9 +108,9 @@ func startCaddy(t testing.TB, globals, body string, opts ...caddyOptions) *caddy
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
-	p := &caddyProc{t: t, bin: caddyBinary(t), dir: o.Dir, Port: freePort(t), env: o.Env}
+	p := &caddyProc{t: t, bin: caddyBinary(t), dir: o.Dir, Port: testenv.FreePort(t), env: o.Env}
 	p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", p.Port)
-	p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	p.writeCaddyfile(globals, body)
 	p.start()
 	t.Cleanup(p.stop)
@@ -314,3 +318,17 @@ func (a apiResponse) str(path string) string {
 	s, _ := cur.(string)
 	return s
 }
+
+// What these tests know of the plugin without its internals: the cookie
+// names and the body limit are the contract's (CONTRACT.md), the token
+// size limit is tokens.go's maxTokenSize.
+const (
+	accessCookieName  = "access_token"
+	refreshCookieName = "refresh_token"
+	maxBodySize       = 64 << 10
+	maxTokenSize      = 8 << 10
+)
+
+// e2eSecret is the HS256 secret of every site in these tests; some take it
+// from the environment (E2E_TOKEN_SECRET), as operators are told to pass it.
+const e2eSecret = "e2e-test-secret-0123456789abcdefghijklmnop"

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -24,7 +25,7 @@ func argon2idHash(t *testing.T) string {
 }
 
 func TestDummyHashMatchesUsersCost(t *testing.T) {
-	list, err := newUserList([]User{{ID: "a", Password: testHash(t, "pw")}, {ID: "b", Password: testHash(t, "pw2")}})
+	list, err := newUserList([]User{{ID: "a", Password: testenv.Hash(t, "pw")}, {ID: "b", Password: testenv.Hash(t, "pw2")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func TestDummyHashMatchesUsersCost(t *testing.T) {
 
 	// The majority cost wins; with the default cost the stock fake is used.
 	h14 := string(caddyauth.BcryptHash{}.FakeHash())
-	list, _ = newUserList([]User{{ID: "a", Password: h14}, {ID: "b", Password: h14}, {ID: "c", Password: testHash(t, "x")}})
+	list, _ = newUserList([]User{{ID: "a", Password: h14}, {ID: "b", Password: h14}, {ID: "c", Password: testenv.Hash(t, "x")}})
 	if string(list.fake) != h14 {
 		t.Fatalf("dummy hash %s, want caddyauth's cost-14 fake hash", list.fake)
 	}
@@ -63,7 +64,7 @@ func TestDummyHashMatchesUsersCost(t *testing.T) {
 }
 
 func TestEveryLoginFailureCostsOneHash(t *testing.T) {
-	d, err := newUserDirectory([]User{{ID: "alice", Email: "alice@example.com", Password: testHash(t, "pw")}}, "", zap.NewNop())
+	d, err := newUserDirectory([]User{{ID: "alice", Email: "alice@example.com", Password: testenv.Hash(t, "pw")}}, "", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,3 +193,49 @@ func TestBoltRotateUnknownSessionSharesCommitHarmlessly(t *testing.T) {
 		t.Fatalf("unknown session: want ErrSessionNotFound, got %v", ghostErr)
 	}
 }
+
+// TestBoltStorePersistsAndSharesFile: sessions survive closing and
+// reopening the file, and two realms in one file stay apart.
+func TestBoltStorePersistsAndSharesFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	db, err := openBoltDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, _ := newBoltStore(db, "one")
+	two, _ := newBoltStore(db, "two")
+	now := time.Now()
+	if err := one.Create(ctx, sessionFixture("s1", "alice", now)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := two.Get(ctx, "s1"); !errors.Is(err, ErrSessionNotFound) {
+		t.Fatalf("realm two sees realm one's session: %v", err)
+	}
+	if _, _, err := one.Rotate(ctx, "s1", 1, now, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = openBoltDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	one, _ = newBoltStore(db, "one")
+	got, err := one.Get(ctx, "s1")
+	if err != nil || got.Generation != 2 || got.User != "alice" {
+		t.Fatalf("after reopening: %+v %v", got, err)
+	}
+
+	// a failing database is reported as unavailable, not as a missing session
+	_ = db.Close()
+	if _, err := one.Get(ctx, "s1"); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("closed database: %v", err)
+	}
+	if _, _, err := one.Rotate(ctx, "s1", 2, now, 0); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("closed database on Rotate: %v", err)
+	}
+}

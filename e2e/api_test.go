@@ -1,12 +1,12 @@
-package tokenauth
+package e2e
 
 // End-to-end tests of issue 2 through a real Caddy process (harness_test.go):
 // login, guard, refresh rotation with reuse detection, token confusion,
 // concurrent refreshes, restarts and reloads, bad input.
 
 import (
+	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,11 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
-
-// e2eSecret signs the tokens of the end-to-end tests; it reaches Caddy
-// through the environment, as operators are told to pass it.
-const e2eSecret = "e2e-test-secret-0123456789abcdefghijklmnop"
 
 const e2ePassword = "correct horse battery staple"
 
@@ -44,7 +41,7 @@ func e2eSite(t testing.TB, extra string) string {
 	}
 	respond /private/* "private for {http.auth.user.id} <{http.auth.user.email}> roles={http.auth.user.roles} team={http.auth.user.team} sid={http.auth.user.sid}" 200
 	respond "public" 200
-`, testHash(t, e2ePassword), extra)
+`, testenv.Hash(t, e2ePassword), extra)
 }
 
 var e2eEnv = caddyOptions{Env: []string{"E2E_TOKEN_SECRET=" + e2eSecret}}
@@ -78,41 +75,26 @@ func (p *caddyProc) private(token string) apiResponse {
 	return p.do("GET", "/private/x", nil, "Authorization", "Bearer "+token)
 }
 
-// jwtParts decodes a JWT's header and claims without verifying it.
-func jwtParts(t testing.TB, tok string) (header, claims map[string]any) {
+// kidOf returns the key id in a token's header.
+func kidOf(t testing.TB, tok string) string {
 	t.Helper()
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT: %q", tok)
+	h, _ := testenv.JWTParts(t, tok)
+	kid, _ := h["kid"].(string)
+	if kid == "" {
+		t.Fatalf("token without kid: %v", h)
 	}
-	for i, dst := range []*map[string]any{&header, &claims} {
-		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
-		if err != nil {
-			t.Fatalf("JWT part %d: %v", i, err)
-		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			t.Fatalf("JWT part %d: %v", i, err)
-		}
-	}
-	return header, claims
+	return kid
 }
 
 // genOf returns the generation claim of a refresh token.
 func genOf(t testing.TB, rt string) int {
 	t.Helper()
-	_, c := jwtParts(t, rt)
+	_, c := testenv.JWTParts(t, rt)
 	g, ok := c["gen"].(float64)
 	if !ok {
 		t.Fatalf("refresh token without gen claim: %v", c)
 	}
 	return int(g)
-}
-
-func claimOf(t testing.TB, tok, name string) string {
-	t.Helper()
-	_, c := jwtParts(t, tok)
-	s, _ := c[name].(string)
-	return s
 }
 
 func wantStatus(t *testing.T, what string, res apiResponse, status int) {
@@ -148,17 +130,17 @@ func TestE2ELoginGuardRefreshAndReuse(t *testing.T) {
 	if strings.Contains(login.Raw, "$2a$") || strings.Contains(login.Raw, "password") {
 		t.Fatalf("login answer leaks the hash: %s", login.Raw)
 	}
-	if h, _ := jwtParts(t, at1); h["typ"] != "at+jwt" || h["alg"] != "HS256" || h["kid"] == "" {
+	if h, _ := testenv.JWTParts(t, at1); h["typ"] != "at+jwt" || h["alg"] != "HS256" || h["kid"] == "" {
 		t.Fatalf("access token header: %v", h)
 	}
-	if h, _ := jwtParts(t, rt1); h["typ"] != "rt+jwt" || h["kid"] == "" {
+	if h, _ := testenv.JWTParts(t, rt1); h["typ"] != "rt+jwt" || h["kid"] == "" {
 		t.Fatalf("refresh token header: %v", h)
 	}
-	sid := claimOf(t, at1, "sid")
-	if sid == "" || claimOf(t, rt1, "sid") != sid || genOf(t, rt1) != 1 {
+	sid := testenv.Claim(t, at1, "sid")
+	if sid == "" || testenv.Claim(t, rt1, "sid") != sid || genOf(t, rt1) != 1 {
 		t.Fatalf("sid/gen claims: at sid %q, rt %s", sid, rt1)
 	}
-	if _, c := jwtParts(t, at1); c["iss"] != "e2e-issuer" || fmt.Sprint(c["aud"]) != "[e2e-audience]" {
+	if _, c := testenv.JWTParts(t, at1); c["iss"] != "e2e-issuer" || fmt.Sprint(c["aud"]) != "[e2e-audience]" {
 		t.Fatalf("iss/aud: %v", c)
 	}
 
@@ -187,7 +169,7 @@ func TestE2ELoginGuardRefreshAndReuse(t *testing.T) {
 	wantStatus(t, "refresh", ref, http.StatusCreated)
 	rotatedAt := time.Now()
 	at2, rt2 := ref.str("accessToken"), ref.str("refreshToken")
-	if genOf(t, rt2) != 2 || claimOf(t, rt2, "sid") != sid || claimOf(t, at2, "sid") != sid {
+	if genOf(t, rt2) != 2 || testenv.Claim(t, rt2, "sid") != sid || testenv.Claim(t, at2, "sid") != sid {
 		t.Fatalf("refresh answer: gen %d, %s", genOf(t, rt2), ref.Raw)
 	}
 	if ref.str("authentication.strategy") != "refresh" || ref.str("user.id") != "alice" {
@@ -274,18 +256,18 @@ func TestE2ELoginByEmailReauthAndLogout(t *testing.T) {
 	}
 }
 
-// forge signs a token with the test secret as the plugin would, after
-// letting mutate change its header or claims.
-func forgeHS256(t *testing.T, typ string, mutate func(h map[string]any, c jwt.MapClaims)) string {
+// forgeHS256 signs a token with the test secret and key id kid as the
+// plugin would, after letting mutate change its header or claims.
+func forgeHS256(t *testing.T, kid, typ string, mutate func(h map[string]any, c jwt.MapClaims)) string {
 	t.Helper()
 	now := time.Now()
 	c := jwt.MapClaims{
 		"iss": "e2e-issuer", "aud": []string{"e2e-audience"}, "sub": "alice", "sid": "forged-session",
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": randomID(), "gen": 1,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": rand.Text(), "gen": 1,
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
 	tok.Header["typ"] = typ
-	tok.Header["kid"] = hmacKID([]byte(e2eSecret))
+	tok.Header["kid"] = kid
 	if mutate != nil {
 		mutate(tok.Header, c)
 	}
@@ -304,10 +286,11 @@ func TestE2ETokenConfusionAndForgery(t *testing.T) {
 	p := startE2E(t, "store memory")
 	login := p.login(t)
 	at, rt := login.str("accessToken"), login.str("refreshToken")
+	kid := kidOf(t, at) // the server's id for e2eSecret
 
 	// the controls: a token forged with the real key and correct claims is
 	// accepted, so each refusal below is due to its one defect
-	wantStatus(t, "well-formed forged access token", p.private(forgeHS256(t, "at+jwt", nil)), 200)
+	wantStatus(t, "well-formed forged access token", p.private(forgeHS256(t, kid, "at+jwt", nil)), 200)
 	wantStatus(t, "plain login access token", p.private(at), 200)
 
 	tamper := func(tok string, part int) string {
@@ -332,18 +315,18 @@ func TestE2ETokenConfusionAndForgery(t *testing.T) {
 		"refresh token as access token": rt,
 		"tampered signature":            tamper(at, 2),
 		"tampered payload":              otherSub(at),
-		"alg none": forgeHS256(t, "at+jwt", func(h map[string]any, _ jwt.MapClaims) {
+		"alg none": forgeHS256(t, kid, "at+jwt", func(h map[string]any, _ jwt.MapClaims) {
 			h["alg"] = "none"
 		}),
-		"wrong iss":     forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["iss"] = "someone-else" }),
-		"wrong aud":     forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["aud"] = []string{"other-audience"} }),
-		"no aud":        forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { delete(c, "aud") }),
-		"expired":       forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Minute).Unix() }),
-		"no exp":        forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { delete(c, "exp") }),
-		"not yet valid": forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["nbf"] = time.Now().Add(time.Hour).Unix() }),
-		"unknown kid":   forgeHS256(t, "at+jwt", func(h map[string]any, _ jwt.MapClaims) { h["kid"] = "hs256-unknown" }),
-		"wrong typ":     forgeHS256(t, "at+jwt", func(h map[string]any, _ jwt.MapClaims) { h["typ"] = "JWT" }),
-		"no sid":        forgeHS256(t, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { delete(c, "sid") }),
+		"wrong iss":     forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["iss"] = "someone-else" }),
+		"wrong aud":     forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["aud"] = []string{"other-audience"} }),
+		"no aud":        forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { delete(c, "aud") }),
+		"expired":       forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Minute).Unix() }),
+		"no exp":        forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { delete(c, "exp") }),
+		"not yet valid": forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { c["nbf"] = time.Now().Add(time.Hour).Unix() }),
+		"unknown kid":   forgeHS256(t, kid, "at+jwt", func(h map[string]any, _ jwt.MapClaims) { h["kid"] = "hs256-unknown" }),
+		"wrong typ":     forgeHS256(t, kid, "at+jwt", func(h map[string]any, _ jwt.MapClaims) { h["typ"] = "JWT" }),
+		"no sid":        forgeHS256(t, kid, "at+jwt", func(_ map[string]any, c jwt.MapClaims) { delete(c, "sid") }),
 		"garbage":       "not.a.token",
 	}
 	for name, tok := range guarded {
@@ -355,26 +338,26 @@ func TestE2ETokenConfusionAndForgery(t *testing.T) {
 			}
 		})
 	}
-	if tok := forgeHS256(t, "at+jwt", func(h map[string]any, _ jwt.MapClaims) { h["alg"] = "none" }); !strings.HasSuffix(tok, ".") {
+	if tok := forgeHS256(t, kid, "at+jwt", func(h map[string]any, _ jwt.MapClaims) { h["alg"] = "none" }); !strings.HasSuffix(tok, ".") {
 		t.Fatalf("alg none token is not unsigned: %s", tok)
 	}
 
 	refreshes := map[string]string{
 		"access token as refresh token": at,
 		"tampered refresh token":        tamper(rt, 2),
-		"alg none refresh token": forgeHS256(t, "rt+jwt", func(h map[string]any, c jwt.MapClaims) {
+		"alg none refresh token": forgeHS256(t, kid, "rt+jwt", func(h map[string]any, c jwt.MapClaims) {
 			h["alg"] = "none"
-			c["sid"] = claimOf(t, rt, "sid")
+			c["sid"] = testenv.Claim(t, rt, "sid")
 		}),
-		"expired refresh token": forgeHS256(t, "rt+jwt", func(_ map[string]any, c jwt.MapClaims) {
-			c["sid"] = claimOf(t, rt, "sid")
+		"expired refresh token": forgeHS256(t, kid, "rt+jwt", func(_ map[string]any, c jwt.MapClaims) {
+			c["sid"] = testenv.Claim(t, rt, "sid")
 			c["exp"] = time.Now().Add(-time.Minute).Unix()
 		}),
-		"wrong aud refresh token": forgeHS256(t, "rt+jwt", func(_ map[string]any, c jwt.MapClaims) {
-			c["sid"] = claimOf(t, rt, "sid")
+		"wrong aud refresh token": forgeHS256(t, kid, "rt+jwt", func(_ map[string]any, c jwt.MapClaims) {
+			c["sid"] = testenv.Claim(t, rt, "sid")
 			c["aud"] = "other-audience"
 		}),
-		"unknown session": forgeHS256(t, "rt+jwt", nil),
+		"unknown session": forgeHS256(t, kid, "rt+jwt", nil),
 		"empty":           "",
 	}
 	for name, tok := range refreshes {
@@ -399,7 +382,7 @@ func TestE2ETokenConfusionAndForgery(t *testing.T) {
 func TestE2EConcurrentRefresh(t *testing.T) {
 	p := startE2E(t, "reuse_grace 1m")
 	login := p.login(t)
-	sid := claimOf(t, login.str("accessToken"), "sid")
+	sid := testenv.Claim(t, login.str("accessToken"), "sid")
 
 	round := func(tokens []string) []string {
 		t.Helper()
@@ -423,7 +406,7 @@ func TestE2EConcurrentRefresh(t *testing.T) {
 				t.Fatalf("a concurrent refresh failed: %d %s", a.Status, a.Raw)
 			}
 			rt := a.str("refreshToken")
-			if claimOf(t, rt, "sid") != sid {
+			if testenv.Claim(t, rt, "sid") != sid {
 				t.Fatalf("refresh answered for another session")
 			}
 			gens[genOf(t, rt)]++
@@ -486,7 +469,7 @@ func TestE2ESessionsSurviveRestartAndReload(t *testing.T) {
 	if g := genOf(t, afterReload.str("refreshToken")); g != 3 {
 		t.Fatalf("generation after reload: %d", g)
 	}
-	_, c := jwtParts(t, afterReload.str("accessToken"))
+	_, c := testenv.JWTParts(t, afterReload.str("accessToken"))
 	if exp, iat := c["exp"].(float64), c["iat"].(float64); exp-iat != 300 {
 		t.Fatalf("the reloaded access_ttl is not used: exp-iat = %v", exp-iat)
 	}
@@ -548,7 +531,7 @@ func TestE2EBadInput(t *testing.T) {
 // the harness: the README's demo user and password log in, the public
 // page is public and the private area is guarded.
 func TestE2EExampleSite(t *testing.T) {
-	data, err := os.ReadFile("examples/Caddyfile")
+	data, err := os.ReadFile("../examples/Caddyfile")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +544,7 @@ func TestE2EExampleSite(t *testing.T) {
 	body := cfg[start+len("http://localhost:8080 {") : end]
 	// the harness chooses the address and the working directory
 	body = strings.Replace(body, "bind 127.0.0.1", "", 1)
-	site, err := filepath.Abs("examples/site")
+	site, err := filepath.Abs("../examples/site")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,20 +1,24 @@
-package tokenauth
+package e2e
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // recipeSiteBody returns the inside of the (last) site block of a recipe,
 // with the replacements applied, for startCaddy.
 func recipeSiteBody(t *testing.T, name string, replace ...string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("docs", "recipes", name+".Caddyfile"))
+	data, err := os.ReadFile(filepath.Join("..", "docs", "recipes", name+".Caddyfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,8 +49,8 @@ func TestRecipeForwardIdentity(t *testing.T) {
 
 	dir := t.TempDir()
 	users := `{"users":[
-		{"id":"alice","password":"` + testHash(t, "pw") + `","email":"alice@example.com","name":"Alice","roles":["staff"],"claims":{"team":"blue"}},
-		{"id":"bob","password":"` + testHash(t, "pw") + `"}
+		{"id":"alice","password":"` + testenv.Hash(t, "pw") + `","email":"alice@example.com","name":"Alice","roles":["staff"],"claims":{"team":"blue"}},
+		{"id":"bob","password":"` + testenv.Hash(t, "pw") + `"}
 	]}`
 	if err := os.WriteFile(filepath.Join(dir, "users.json"), []byte(users), 0o600); err != nil {
 		t.Fatal(err)
@@ -89,5 +93,37 @@ func TestRecipeForwardIdentity(t *testing.T) {
 	}
 	if h.Get("X-Auth-Session") == "" {
 		t.Error("upstream got no X-Auth-Session")
+	}
+}
+
+// TestRecipesAdapt runs `caddy adapt` on every docs/recipes/*.Caddyfile
+// with the real binary: each recipe of the README must be valid Caddyfile
+// that yields a token_auth handler.
+func TestRecipesAdapt(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "docs", "recipes", "*.Caddyfile"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no recipes: %v", err)
+	}
+	bin := caddyBinary(t)
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".Caddyfile"), func(t *testing.T) {
+			cmd := exec.Command(bin, "adapt", "--config", f, "--adapter", "caddyfile")
+			cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+			out, err := cmd.Output()
+			if err != nil {
+				var stderr string
+				if ee, ok := err.(*exec.ExitError); ok {
+					stderr = string(ee.Stderr)
+				}
+				t.Fatalf("caddy adapt %s: %v\n%s", f, err, stderr)
+			}
+			var cfg map[string]any
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatalf("adapted config is not JSON: %v", err)
+			}
+			if !strings.Contains(string(out), `"handler":"token_auth"`) {
+				t.Fatalf("no token_auth handler in the adapted config:\n%s", out)
+			}
+		})
 	}
 }

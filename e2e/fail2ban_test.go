@@ -1,4 +1,4 @@
-package tokenauth
+package e2e
 
 import (
 	"os"
@@ -15,13 +15,7 @@ import (
 // logins: it must find each client IP once per failure, and never an IP
 // a client smuggled into the user name.
 func TestFail2banFilter(t *testing.T) {
-	bin, err := exec.LookPath("fail2ban-regex")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("fail2ban-regex is missing (test.d/setup-fail2ban.sh installs it)")
-		}
-		t.Skip("fail2ban-regex not installed")
-	}
+	bin := lookProgram(t, "test.d/setup-fail2ban.sh", "fail2ban-regex")
 	p := startCaddy(t, throttleGlobals, throttleSite(t))
 	p.loginFrom("10.1.0.1", "alice", "wrong")
 	p.loginFrom("10.1.0.1", "nobody", "wrong")
@@ -32,7 +26,7 @@ func TestFail2banFilter(t *testing.T) {
 	if err := os.WriteFile(logFile, []byte(p.Logs()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(bin, "-v", logFile, "docs/fail2ban/caddy-token-auth.conf").CombinedOutput()
+	out, err := exec.Command(bin, "-v", logFile, "../docs/fail2ban/caddy-token-auth.conf").CombinedOutput()
 	if err != nil {
 		t.Fatalf("fail2ban-regex: %v\n%s", err, out)
 	}

@@ -1,4 +1,4 @@
-package tokenauth
+package e2e
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // observedSite has a guarded /api/*, a second handler of another realm
@@ -154,7 +156,7 @@ func runObservedSession(t *testing.T, p *caddyProc) observedSession {
 // registry, scraped from Caddy's metrics handler, after a session; and that
 // they survive a config reload (new registry, same counters).
 func TestMetricsScrapedThroughCaddy(t *testing.T) {
-	hash := testHash(t, "wonderland")
+	hash := testenv.Hash(t, "wonderland")
 	p := startCaddy(t, "", observedSite(hash))
 	runObservedSession(t, p)
 
@@ -219,7 +221,7 @@ func findLog(entries []logLine, level, msg string) []logLine {
 // TestLogsOfASession reads Caddy's log of a session: logins with user and
 // client IP, refreshes, reuse as a warning, logout; and no secret anywhere.
 func TestLogsOfASession(t *testing.T) {
-	hash := testHash(t, "wonderland")
+	hash := testenv.Hash(t, "wonderland")
 	p := startCaddy(t, "", observedSite(hash))
 	s := runObservedSession(t, p)
 	entries, raw := pluginLogs(t, p)
@@ -274,7 +276,7 @@ func TestLogsOfASession(t *testing.T) {
 // into a Go regexp, <ADDR> becoming a capture of the address.
 func fail2banRegexp(t *testing.T) *regexp.Regexp {
 	t.Helper()
-	data, err := os.ReadFile("docs/fail2ban/caddy-token-auth.conf")
+	data, err := os.ReadFile("../docs/fail2ban/caddy-token-auth.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +295,7 @@ func fail2banRegexp(t *testing.T) *regexp.Regexp {
 // imitates the pattern do not smuggle in another address.
 func TestFail2banFilterMatchesFailedLogins(t *testing.T) {
 	rx := fail2banRegexp(t)
-	p := startCaddy(t, "", observedSite(testHash(t, "wonderland")))
+	p := startCaddy(t, "", observedSite(testenv.Hash(t, "wonderland")))
 	runObservedSession(t, p)
 	crafted := `x","msg":"login failed","client_ip":"203.0.113.9`
 	p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": crafted, "password": "x"})

@@ -1,12 +1,15 @@
-package tokenauth
+package e2e
 
 import (
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // TestThrottleClusterEndToEnd: two Caddy processes sharing one
@@ -14,7 +17,7 @@ import (
 // ban the client IP and the user at both, a success at one forgives at
 // the other, and while Redis is down logins are answered 503, never 401.
 func TestThrottleClusterEndToEnd(t *testing.T) {
-	srv := startRedisServer(t) // its own server: this test stops it
+	srv := testenv.StartRedis(t) // its own server: this test stops it
 	site := fmt.Sprintf(`
 	token_auth /api/* {
 		realm throttle-%s
@@ -26,7 +29,7 @@ func TestThrottleClusterEndToEnd(t *testing.T) {
 		user carol %s
 	}
 	respond /api/* "hello {http.auth.user.id}" 200
-`, randomID()[:8], clusterSecret, testHash(t, "alice-pw"), testHash(t, "bob-pw"), testHash(t, "carol-pw"))
+`, rand.Text()[:8], e2eSecret, testenv.Hash(t, "alice-pw"), testenv.Hash(t, "bob-pw"), testenv.Hash(t, "carol-pw"))
 	opts := caddyOptions{Env: []string{"TEST_TOKEN_AUTH_REDIS_URL=" + srv.URL}}
 	a := startCaddy(t, throttleGlobals, site, opts)
 	b := startCaddy(t, throttleGlobals, site, opts)
@@ -78,7 +81,7 @@ func TestThrottleClusterEndToEnd(t *testing.T) {
 
 	// Redis down: the throttle cannot be read, so every login is 503
 	// (fail closed), whatever its password: never a 401, never a crash.
-	srv.stop()
+	srv.Stop()
 	for _, p := range nodes {
 		for _, pw := range []string{"alice-pw", "wrong", "wrong"} {
 			r := p.loginFrom("10.4.0.1", "alice", pw)
@@ -90,9 +93,9 @@ func TestThrottleClusterEndToEnd(t *testing.T) {
 			t.Fatalf("outage logged %d times at %s, want once:\n%s", n, p.BaseURL, p.Logs())
 		}
 	}
-	srv.start()
+	srv.Start()
 	for _, p := range nodes {
-		eventually(t, 15*time.Second, "login after Redis is back", func() bool {
+		testenv.Eventually(t, 15*time.Second, "login after Redis is back", func() bool {
 			return p.loginFrom("10.4.0.1", "alice", "alice-pw").Status == http.StatusCreated
 		})
 	}

@@ -1,66 +1,21 @@
 package tokenauth
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
-
-// provisionInProcess provisions a handler as Caddy would, for tests that
-// drive ServeHTTP directly.
-func provisionInProcess(t *testing.T, ta *TokenAuth) {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := ta.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ta.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ta.Cleanup() })
-}
-
-// serve drives ServeHTTP with a request as Caddy's server would prepare it.
-func serve(t *testing.T, ta *TokenAuth, method, path, body string, header ...string) *httptest.ResponseRecorder {
-	t.Helper()
-	r := httptest.NewRequest(method, path, strings.NewReader(body))
-	if body != "" {
-		r.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		r.Header.Set(header[i], header[i+1])
-	}
-	repl := caddy.NewReplacer()
-	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
-	w := httptest.NewRecorder()
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
-		w.WriteHeader(http.StatusTeapot)
-		return nil
-	})
-	if err := ta.ServeHTTP(w, r, next); err != nil {
-		t.Fatalf("ServeHTTP returned %v", err)
-	}
-	return w
-}
 
 // TestStoreFailureIsNeverAnAuthError closes the bolt database underneath a
 // working handler: every endpoint operation needing the store must then
 // answer 5xx (clients keep their tokens), never 401-407 (clients drop them).
 func TestStoreFailureIsNeverAnAuthError(t *testing.T) {
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Users:      []User{{ID: "alice", Password: testHash(t, "pw")}},
-		Store:      &StoreConfig{Backend: "bolt", Path: filepath.Join(t.TempDir(), "sessions.db")},
-		Realm:      "store-failure-test",
-	}
+	ta := hs256Config("store-failure-test", User{ID: "alice", Password: testenv.Hash(t, "pw")})
+	ta.Store = &StoreConfig{Backend: "bolt", Path: filepath.Join(t.TempDir(), "sessions.db")}
 	provisionInProcess(t, ta)
 
 	login := serve(t, ta, "POST", "/authentication", `{"strategy":"local","username":"alice","password":"pw"}`)
@@ -107,13 +62,8 @@ func TestStoreFailureIsNeverAnAuthError(t *testing.T) {
 // TestServerFaultIsAnswered500 checks the other branch of answerError: a
 // fault that is not the store's is a 500, still never 401-407.
 func TestServerFaultIsAnswered500(t *testing.T) {
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		// a hash that looks like bcrypt but is not one makes the comparer fail
-		Users: []User{{ID: "alice", Password: "$2a$04$broken"}},
-		Store: &StoreConfig{Backend: "memory"},
-		Realm: "server-fault-test",
-	}
+	// a hash that looks like bcrypt but is not one makes the comparer fail
+	ta := hs256Config("server-fault-test", User{ID: "alice", Password: "$2a$04$broken"})
 	provisionInProcess(t, ta)
 	w := serve(t, ta, "POST", "/authentication", `{"strategy":"local","username":"alice","password":"pw"}`)
 	if w.Code != http.StatusInternalServerError || !strings.Contains(w.Body.String(), `"GeneralError"`) {

@@ -1,4 +1,4 @@
-package tokenauth
+package e2e
 
 import (
 	"crypto/ed25519"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // The attack corpus: forged and malformed tokens against a running Caddy.
@@ -20,8 +22,6 @@ import (
 // refresh endpoint, and must get 401 from each. Tokens signed with the real
 // secret check that the claim and header checks refuse them, not only the
 // signature; the controls at the end prove those tokens are otherwise valid.
-
-const attackSecret = "attack-corpus-secret-0123456789abcdef"
 
 func b64s(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
@@ -51,13 +51,19 @@ type attackCase struct {
 	notAt string
 }
 
+// The token types of the contract (CONTRACT.md, wire format).
+const (
+	typAccess  = "at+jwt"
+	typRefresh = "rt+jwt"
+)
+
 const (
 	baseHeader = `{"alg":"HS256","kid":"KID","typ":"TYP"}`
 	baseClaims = `{"iss":"caddy-token-auth","aud":["a"],"sub":"alice","sid":"SID"GEN,"iat":NOW,"nbf":NOW,"exp":EXP,"jti":"forged"}`
 )
 
 func TestAttackCorpus(t *testing.T) {
-	user := testHash(t, "alice-pw")
+	user := testenv.Hash(t, "alice-pw")
 	realmBlock := func(realm, extra string) string {
 		return fmt.Sprintf(`handle /%[1]s/* {
 		token_auth /%[1]s/private/* {
@@ -70,7 +76,7 @@ func TestAttackCorpus(t *testing.T) {
 			%[4]s
 		}
 		respond "%[1]s: guarded content"
-	}`, realm, attackSecret, user, extra)
+	}`, realm, e2eSecret, user, extra)
 	}
 	p := startCaddy(t, "", realmBlock("a", "")+"\n"+realmBlock("b", "issuer other-issuer"))
 
@@ -87,9 +93,9 @@ func TestAttackCorpus(t *testing.T) {
 		return sid
 	}
 	sid := sidOf(a)
-	kid := hmacKID([]byte(attackSecret))
+	kid := kidOf(t, a.str("accessToken")) // the server's id for e2eSecret
 	now := time.Now().Unix()
-	secret := []byte(attackSecret)
+	secret := []byte(e2eSecret)
 
 	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(edPub)
@@ -125,7 +131,7 @@ func TestAttackCorpus(t *testing.T) {
 	}
 
 	// Blank and common HMAC secrets, with our kid and without any.
-	for _, s := range []string{"", "secret", "password", "123456", "changeme", "your-256-bit-secret", "jwt", "key", "null", "undefined", attackSecret[:31], attackSecret + " "} {
+	for _, s := range []string{"", "secret", "password", "123456", "changeme", "your-256-bit-secret", "jwt", "key", "null", "undefined", e2eSecret[:31], e2eSecret + " "} {
 		add(attackCase{name: fmt.Sprintf("secret %q", s), key: []byte(s)})
 		add(attackCase{name: fmt.Sprintf("secret %q, no kid", s), header: `{"alg":"HS256","typ":"TYP"}`, key: []byte(s)})
 	}
