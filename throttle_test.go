@@ -18,7 +18,7 @@ import (
 )
 
 // TestMemoryFailuresPrune: the memory counter's sweep drops what is over
-// (its semantics are in throttle_conformance_test.go, shared with Redis).
+// (its semantics are in the failure-counter conformance table below, shared with Redis).
 func TestMemoryFailuresPrune(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_000_000, 0)

@@ -17,9 +17,8 @@ import (
 // the real Caddy and walks its login flow in headless Chromium, driven by
 // playwright-core (tests/browser/login-flow.test.mjs). It saves a
 // screenshot of the login page into the test's temporary directory, or to
-// $LOGIN_PAGE_SCREENSHOT when set (to refresh docs/login-page.png for the
-// README: LOGIN_PAGE_SCREENSHOT=$PWD/docs/login-page.png go test -run
-// TestBrowserLoginFlow ./e2e/), so a test run leaves the tree clean.
+// $LOGIN_PAGE_SCREENSHOT when set (docs/refresh-screenshot.sh sets it to
+// refresh docs/login-page.png), so a test run leaves the tree clean.
 //
 // It needs Debian's chromium, node and `npm ci` in tests/browser
 // (test.d/setup-chromium.sh does all three). Without them it fails under

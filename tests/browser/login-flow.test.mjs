@@ -1,5 +1,5 @@
 // Drives real headless Chromium (Debian's /usr/bin/chromium) through the
-// example site's login flow. Started by TestBrowserLoginFlow (e2e/browser_chromium_test.go),
+// example site's login flow. Started by TestBrowserLoginFlow (e2e/chromium_test.go),
 // which runs Caddy with examples/Caddyfile and a short access_ttl and passes:
 //   BASE_URL    http://localhost:<port> of that Caddy
 //   SCREENSHOT  where to save the login page, an absolute path; unset, it goes to
