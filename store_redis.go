@@ -183,6 +183,10 @@ func decodeSession(sid string, fields []string) (Session, error) {
 		return Session{}, fmt.Errorf("%w: decoding session %q: %v", ErrStoreUnavailable, sid, err)
 	}
 	idle, _ := strconv.ParseInt(m["idle_ttl"], 10, 64)
+	signIn, err := decodeSignIn(m["signin"])
+	if err != nil {
+		return Session{}, fmt.Errorf("%w: decoding session %q: %v", ErrStoreUnavailable, sid, err)
+	}
 	return Session{
 		ID:         sid,
 		User:       m["user"],
@@ -193,6 +197,7 @@ func decodeSession(sid string, fields []string) (Session, error) {
 		RotatedAt:  decodeTime(m["rotated_at"]),
 		Revoked:    m["revoked"] == "1",
 		IdleTTL:    time.Duration(idle) * time.Microsecond,
+		SignIn:     signIn,
 	}, nil
 }
 
@@ -205,7 +210,7 @@ func (r *redisStore) Create(ctx context.Context, s Session) error {
 		s.ID, s.User, encodeTime(s.Created), encodeTime(s.LastUsed), encodeTime(s.Expires),
 		strconv.FormatUint(s.Generation, 10), encodeTime(s.RotatedAt), revoked,
 		strconv.FormatInt(s.IdleTTL.Microseconds(), 10),
-		expiryMillis(s.deadline()), time.Now().UnixMilli()).Err()
+		expiryMillis(s.deadline()), time.Now().UnixMilli(), encodeSignIn(s.SignIn)).Err()
 	return r.check(err)
 }
 

@@ -42,7 +42,7 @@ func luaSource(name string) string {
 }
 
 // createScript: KEYS = prefix; ARGV = sid, user, created, last_used,
-// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms.
+// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms, sign-in JSON.
 var createScript = luaScript("create.lua")
 
 // rotateScript is decideRotation in Lua; the conformance suite runs both
@@ -57,6 +57,12 @@ var revokeScript = luaScript("revoke.lua")
 
 // revokeUserScript: KEYS = prefix; ARGV = user, now ms, stream MINID.
 var revokeUserScript = luaScript("revoke_user.lua")
+
+// updateSignInScript swaps a live session's sign-in field if it still
+// holds what the caller read. KEYS = prefix; ARGV = sid, expected field,
+// new field, now (µs). Returns 1 when swapped, 0 when the field changed
+// meanwhile (read again), -1 when the session is gone, revoked or expired.
+var updateSignInScript = luaScript("update_signin.lua")
 
 // streamMinID is the oldest stream entry kept, as a stream ID.
 func streamMinID(now time.Time) string {
