@@ -127,7 +127,7 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 	case req.Strategy == "local":
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
-		return ta.reauthenticate(req.AccessToken)
+		return ta.reauthenticate(r.Context(), req.AccessToken)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -158,7 +158,20 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
+// sessionOrigin says how a session is signed in, beyond the user.
+type sessionOrigin struct {
+	AMR    []string // RFC 8176 values
+	IdP    string   // identity provider (idp.go)
+	IdPSID string   // the provider's session id
+}
+
 func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
+	return ta.openSessionFrom(ctx, user, sessionOrigin{})
+}
+
+// openSessionFrom creates the session of every sign-in (password, identity
+// provider): the same refresh rotation, reuse detection and revocation.
+func (ta *TokenAuth) openSessionFrom(ctx context.Context, user *User, origin sessionOrigin) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -169,13 +182,17 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, erro
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
 	}
+	s.AMR, s.IdP, s.IdPSID = origin.AMR, origin.IdP, origin.IdPSID
+	if len(origin.AMR) > 0 {
+		s.AuthTime = now
+	}
 	return s, ta.realm.store.Create(ctx, s)
 }
 
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueAccess(user, s.ID, s.deadline())
+	access, claims, err := ta.tokens.issueAccess(withSignInClaims(user, s), s.ID, s.deadline()) // idp.go
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}
@@ -227,7 +244,10 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", outcome.String()))
 		return nil, errNotAuthenticated()
 	}
-	user := ta.users.byID(s.User)
+	user, err := ta.userByID(r.Context(), s.User) // a realm user, or one admitted by an identity provider
+	if err != nil {
+		return nil, err
+	}
 	if user == nil {
 		// the account was removed: its sessions end with it
 		if err := ta.revokeSession(r.Context(), s.ID); err != nil {
@@ -244,8 +264,8 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 
 // reauthenticate answers Feathers' reAuthenticate: the same access token
 // back, with its payload and user, if it is still accepted.
-func (ta *TokenAuth) reauthenticate(raw string) (*authResult, error) {
-	claims, user, err := ta.acceptAccess(raw)
+func (ta *TokenAuth) reauthenticate(ctx context.Context, raw string) (*authResult, error) {
+	claims, user, err := ta.acceptAccess(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -258,12 +278,15 @@ func (ta *TokenAuth) reauthenticate(raw string) (*authResult, error) {
 
 // acceptAccess verifies an access token, checks its session is not revoked
 // and its user still exists.
-func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
+func (ta *TokenAuth) acceptAccess(ctx context.Context, raw string) (*accessClaims, *User, error) {
 	claims, err := ta.tokens.verifyAccess(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
 		return nil, nil, errNotAuthenticated()
 	}
-	user := ta.users.byID(claims.Subject)
+	user, err := ta.userByID(ctx, claims.Subject)
+	if err != nil {
+		return nil, nil, err
+	}
 	if user == nil {
 		return nil, nil, errNotAuthenticated()
 	}
@@ -277,7 +300,7 @@ func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error 
 	if fromCookie && !csrfAllowed(r) {
 		return writeError(w, errCrossOrigin())
 	}
-	claims, user, err := ta.acceptAccess(raw)
+	claims, user, err := ta.acceptAccess(r.Context(), raw)
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

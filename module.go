@@ -132,6 +132,11 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// IdentityProviders people may sign in with instead of a password
+	// (OpenID Connect providers, GitHub); see IdentityProvider and
+	// docs/identity-providers.md.
+	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -144,6 +149,7 @@ type TokenAuth struct {
 	// the login throttle and the bound on concurrent password hashing
 	throttle  ThrottleConfig
 	hashSlots hashSlots
+	idps      map[string]*idpRuntime // idp.go, by name
 }
 
 // CaddyModule returns the Caddy module information.
@@ -203,7 +209,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
-	return nil
+	return ta.provisionIdentityProviders()
 }
 
 func (ta *TokenAuth) applyDefaults() {
@@ -262,6 +268,7 @@ func (ta *TokenAuth) Validate() error {
 // Cleanup releases the realm's shared state; the last handler using it
 // closes the store.
 func (ta *TokenAuth) Cleanup() error {
+	ta.stopIdentityProviders()
 	if ta.realm == nil {
 		return nil
 	}
