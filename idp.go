@@ -565,6 +565,10 @@ func writeIdPPage(w http.ResponseWriter, status int, title, message, back string
 	return err
 }
 
+// signInClaims are set from the session (withSignInClaims), so a user
+// may not have them as custom claims.
+var signInClaims = map[string]bool{"amr": true, "idp": true}
+
 // withSignInClaims adds what the session knows of the sign-in to the
 // user's claims: `amr` (RFC 8176, "fed" for an identity provider) and
 // `idp`, the provider's name (placeholder {http.auth.user.idp}).
