@@ -40,13 +40,13 @@ type fakeOP struct {
 	key *rsa.PrivateKey
 
 	mu        sync.Mutex
-	challenge string                                    // the last code_challenge the browser brought
-	mint      func(c jwt.MapClaims) (string, error)     // signs the ID token; default RS256 with key
-	shape     func(c jwt.MapClaims)                     // changes the ID token's claims
-	delay     time.Duration                             // the token endpoint's slowness
-	userinfo  map[string]any                            // nil: no userinfo endpoint data
-	nonce     string                                    // the nonce of the current flow
-	exchanged int                                       // token requests served
+	challenge string                                // the last code_challenge the browser brought
+	mint      func(c jwt.MapClaims) (string, error) // signs the ID token; default RS256 with key
+	shape     func(c jwt.MapClaims)                 // changes the ID token's claims
+	delay     time.Duration                         // the token endpoint's slowness
+	userinfo  map[string]any                        // nil: no userinfo endpoint data
+	nonce     string                                // the nonce of the current flow
+	exchanged int                                   // token requests served
 	tokenHook func(w http.ResponseWriter, r *http.Request) bool
 }
 
