@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -194,7 +195,11 @@ func idpHandler(t *testing.T, op *fakeOP, mutate ...func(*TokenAuth)) (*TokenAut
 
 // idpRequest is a request as Caddy's server hands it to the handler.
 func idpRequest(method, target string, cookies ...*http.Cookie) *http.Request {
-	r := httptest.NewRequest(method, target, nil)
+	return idpRequestBody(method, target, nil, cookies...)
+}
+
+func idpRequestBody(method, target string, body io.Reader, cookies ...*http.Cookie) *http.Request {
+	r := httptest.NewRequest(method, target, body)
 	for _, c := range cookies {
 		r.AddCookie(c)
 	}
