@@ -111,14 +111,7 @@ func startOIDCProvider(t *testing.T, port int, callbacks ...string) *opProcess {
 			t.Logf("provider log:\n%s", out)
 		}
 	})
-	eventually(t, 30*time.Second, "the provider answering discovery", func() bool {
-		res, err := http.Get(p.URL + "/.well-known/openid-configuration")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK
-	})
+	waitStatus(t, http.DefaultClient, p.URL+"/.well-known/openid-configuration", http.StatusOK, "the provider answering discovery")
 	return p
 }
 
@@ -219,14 +212,7 @@ func TestE2EIdPSignIn(t *testing.T) {
 		t.Fatalf("before the provider is up: %d %s", res.StatusCode, body)
 	}
 	op := startOIDCProvider(t, opPort, caddy.BaseURL)
-	eventually(t, 30*time.Second, "discovery retried", func() bool {
-		res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(caddy.BaseURL + "/authentication/idp/test")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusFound
-	})
+	waitIdPReady(t, caddy) // discovery retried
 
 	// the private page sends the browser to the login page, which has the button
 	res, body := b.get(caddy.BaseURL + "/private/page")
@@ -304,16 +290,24 @@ func TestE2EIdPFragmentMode(t *testing.T) {
 	}
 }
 
+// waitIdPReady waits for Caddy's discovery of the provider: its button
+// redirects instead of answering 503.
 func waitIdPReady(t *testing.T, caddy *caddyProc) {
 	t.Helper()
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	eventually(t, 30*time.Second, "the provider's discovery", func() bool {
-		res, err := noFollow.Get(caddy.BaseURL + "/authentication/idp/test")
+	waitStatus(t, noFollow, caddy.BaseURL+"/authentication/idp/test", http.StatusFound, "the provider's discovery")
+}
+
+// waitStatus waits (bounded) until GET u answers want.
+func waitStatus(t *testing.T, client *http.Client, u string, want int, what string) {
+	t.Helper()
+	eventually(t, 30*time.Second, what, func() bool {
+		res, err := client.Get(u)
 		if err != nil {
 			return false
 		}
 		res.Body.Close()
-		return res.StatusCode == http.StatusFound
+		return res.StatusCode == want
 	})
 }
 

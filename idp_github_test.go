@@ -108,7 +108,7 @@ func TestGitHubSignIn(t *testing.T) {
 	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/in" || access == nil {
 		t.Fatalf("callback: %d %s", w.Code, w.Header().Get("Location"))
 	}
-	if c := tokenClaims(t, access.Value); c["sub"] != "alice" || c["idp"] != "gh" {
+	if c := claimsOf(t, access.Value); c["sub"] != "alice" || c["idp"] != "gh" {
 		t.Fatalf("claims %v", c)
 	}
 
@@ -117,7 +117,7 @@ func TestGitHubSignIn(t *testing.T) {
 	gh.emails = `[{"email":"al@partner.example","verified":true,"primary":true}]`
 	gh.mu.Unlock()
 	access, _ = sessionCookies(githubSignIn(t, ta, gh, "gh-code"))
-	if c := tokenClaims(t, access.Value); c["sub"] != "gh:583231" || c["name"] != "Alice Octo" {
+	if c := claimsOf(t, access.Value); c["sub"] != "gh:583231" || c["name"] != "Alice Octo" {
 		t.Fatalf("claims %v", c)
 	}
 	// no back-channel logout for GitHub
