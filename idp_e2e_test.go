@@ -136,6 +136,10 @@ func idpE2ESite(t *testing.T, issuer, store string) string {
 			timeout       5s
 		}
 	}
+	handle /private/whoami {
+		header Content-Type application/json
+		respond `+"`"+`{"id":"{http.auth.user.id}","idp":"{http.auth.user.idp}"}`+"`"+` 200
+	}
 	respond /private/* "private for {http.auth.user.id} via {http.auth.user.idp}" 200
 	respond "public" 200
 `, e2eSecret, store, testHash(t, e2ePassword), issuer)
@@ -287,6 +291,27 @@ func TestE2EIdPFragmentMode(t *testing.T) {
 	}
 	if r := caddy.refresh(frag.Get("refresh_token")); r.Status != http.StatusCreated {
 		t.Fatalf("refresh: %d %s", r.Status, r.Raw)
+	}
+	t.Run("feathers handleOAuthCallback", func(t *testing.T) { runFeathersOAuth(t, caddy, "#"+loc.Fragment) })
+}
+
+// runFeathersOAuth runs tests/feathers/oauth.js, the real Feathers client
+// landing on the page the fragment sign-in sent the browser to.
+func runFeathersOAuth(t *testing.T, caddy *caddyProc, hash string) {
+	node := requireTool(t, "node")
+	dir, err := filepath.Abs(filepath.Join("tests", "feathers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@feathersjs", "authentication-client")); err != nil {
+		missing(t, "tests/feathers/node_modules is missing: run `npm ci` there (test.d/setup-node.sh does)")
+	}
+	cmd := exec.Command(node, "oauth.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "BASE_URL="+caddy.BaseURL, "HASH="+hash)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok: feathers oauth callback complete") {
+		t.Fatalf("feathers oauth client: %v\n%s", err, out)
 	}
 }
 
