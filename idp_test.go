@@ -25,12 +25,14 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // Unit tests of the identity provider flow against fakeOP, a provider in
 // this process whose ID tokens each test shapes, so that every attack on
 // the ID token can be tried. The flow against a real OpenID provider
-// process is tested end to end (idp_e2e_test.go).
+// process is tested end to end (e2e/idp_test.go).
 
 const fakeClientID = "caddy-client"
 
@@ -175,10 +177,10 @@ func idpHandler(t *testing.T, op *fakeOP, mutate ...func(*TokenAuth)) (*TokenAut
 	grace := caddy.Duration(0)
 	ta := &TokenAuth{
 		Realm:      "idp-" + strings.ReplaceAll(t.Name(), "/", "-"),
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
+		SigningKey: &KeyConfig{Algorithm: "hs256", Key: testSecret},
 		Store:      &StoreConfig{Backend: "memory"},
 		ReuseGrace: &grace,
-		Users:      []User{{ID: "alice", Password: testHash(t, "pw"), Email: "alice@example.com", Roles: []string{"admin"}}},
+		Users:      []User{{ID: "alice", Password: testenv.Hash(t, "pw"), Email: "alice@example.com", Roles: []string{"admin"}}},
 		IdentityProviders: []IdentityProvider{{
 			Name: "fake", Issuer: op.URL, ClientID: fakeClientID, ClientSecret: "s3cret", Label: "Fake",
 			Timeout: caddy.Duration(2 * time.Second),
@@ -285,7 +287,7 @@ func sessionCookies(w *httptest.ResponseRecorder) (access, refresh *http.Cookie)
 // claimsOf reads a JWT's claims without verifying it.
 func claimsOf(t *testing.T, tok string) map[string]any {
 	t.Helper()
-	_, c := jwtParts(t, tok)
+	_, c := testenv.JWTParts(t, tok)
 	return c
 }
 
@@ -612,7 +614,7 @@ func TestIdPDiscoveryRetry(t *testing.T) {
 	op.Listener.Close()
 	op.Listener, op.URL = l, ""
 	op.start(t)
-	eventually(t, 30*time.Second, "discovery retried", func() bool {
+	testenv.Eventually(t, 30*time.Second, "discovery retried", func() bool {
 		return idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake")).Code == http.StatusFound
 	})
 	startSignIn(t, ta, op, "").callback(t, ta, "")
