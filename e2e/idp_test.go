@@ -293,14 +293,7 @@ func TestE2EIdPFragmentMode(t *testing.T) {
 // runFeathersOAuth runs tests/feathers/oauth.js, the real Feathers client
 // landing on the page the fragment sign-in sent the browser to.
 func runFeathersOAuth(t *testing.T, caddy *caddyProc, hash string) {
-	node := lookProgram(t, "test.d/setup-node.sh", "node")
-	dir, err := filepath.Abs(filepath.Join("..", "tests", "feathers"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@feathersjs", "authentication-client")); err != nil {
-		testenv.Need(t, "tests/feathers/node_modules is missing: run `npm ci` there (test.d/setup-node.sh does)")
-	}
+	node, dir := feathersClient(t)
 	cmd := exec.Command(node, "oauth.js")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "BASE_URL="+caddy.BaseURL, "HASH="+hash)
