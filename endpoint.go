@@ -174,8 +174,7 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) 
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
-		AMR:        amr,
-		AuthTime:   now,
+		SignIn:     SignIn{AMR: amr, AuthTime: now},
 	}
 	return s, ta.realm.store.Create(ctx, s)
 }
