@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -194,6 +195,7 @@ func TestPasskeyRegisterThenSignIn(t *testing.T) {
 	}
 
 	// sign-in options name no credential: discoverable
+	successes := testutil.ToFloat64(tokenAuthMetrics.logins.WithLabelValues(ta.Realm, "passkey", "success"))
 	lo := loginOptions(t, ta)
 	var req requestOptions
 	_ = json.Unmarshal(lo, &req)
@@ -217,6 +219,9 @@ func TestPasskeyRegisterThenSignIn(t *testing.T) {
 	}
 	if !reflect.DeepEqual(claims.AMR, []string{"hwk", "mfa"}) || claims.AuthTime == nil {
 		t.Fatalf("amr %v auth_time %v, want [hwk mfa] and a time", claims.AMR, claims.AuthTime)
+	}
+	if n := testutil.ToFloat64(tokenAuthMetrics.logins.WithLabelValues(ta.Realm, "passkey", "success")); n != successes+1 {
+		t.Fatalf("passkey logins counted %v, want %v", n, successes+1)
 	}
 
 	// its refresh keeps amr and auth_time
