@@ -389,14 +389,18 @@ func TestPasskeyFailuresAreThrottled(t *testing.T) {
 	ta, _ := passkeyHandler(t, nil)
 	a := newSoftAuthenticator(t)
 	addPasskey(t, ta, passwordAccess(t, ta, "alice", "alice-pw"), a, "key")
+	opts := loginOptions(t, ta) // taken before the ban
 	for i := 0; i < ta.throttle.Failures; i++ {
 		s := a.sign(loginOptions(t, ta), pkSite)
 		s.signature[10] ^= 1
 		wantInvalidLogin(t, pkDo(t, ta, "POST", "/authentication", passkeyLoginBody(s.json())), "tampered")
 	}
-	w := signInWith(t, ta, a)
+	w := pkDo(t, ta, "POST", "/authentication", passkeyLoginBody(a.sign(opts, pkSite).json()))
 	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("after %d failures: %d %s, want 429", ta.throttle.Failures, w.Code, w.Body)
+	}
+	if w := pkDo(t, ta, "POST", "/authentication/passkeys/login/options", ""); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("options for a banned client: %d, want 429", w.Code)
 	}
 }
 
