@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -36,8 +37,8 @@ func passkeyHandler(t *testing.T, cfg *PasskeysConfig) (*TokenAuth, *observer.Ob
 		SigningKey: &KeyConfig{Algorithm: "hs256", Key: pkSecret},
 		Store:      &StoreConfig{Backend: "memory"},
 		Users: []User{
-			{ID: "alice", Password: testHash(t, "alice-pw"), Name: "Alice"},
-			{ID: "bob", Password: testHash(t, "bob-pw")},
+			{ID: "alice", Password: testenv.Hash(t, "alice-pw"), Name: "Alice"},
+			{ID: "bob", Password: testenv.Hash(t, "bob-pw")},
 			{ID: "carol"},
 		},
 		Passkeys: cfg,
@@ -345,7 +346,7 @@ func TestPasskeyRefusals(t *testing.T) {
 		kept := ta.users
 		defer func() { ta.users = kept }()
 		var err error
-		if ta.users, err = newUserDirectory([]User{{ID: "bob", Password: testHash(t, "bob-pw")}}, "", zap.NewNop()); err != nil {
+		if ta.users, err = newUserDirectory([]User{{ID: "bob", Password: testenv.Hash(t, "bob-pw")}}, "", zap.NewNop()); err != nil {
 			t.Fatal(err)
 		}
 		wantInvalidLogin(t, signInWith(t, ta, a), "removed user")
