@@ -43,15 +43,7 @@ func passkeyHandler(t *testing.T, cfg *PasskeysConfig) (*TokenAuth, *observer.Ob
 		},
 		Passkeys: cfg,
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := ta.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ta.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ta.Cleanup() })
+	provisionInProcess(t, ta)
 	core, logs := observer.New(zap.DebugLevel)
 	ta.logger = zap.New(core)
 	return ta, logs
