@@ -33,6 +33,8 @@ type authRequest struct {
 	RefreshToken string `json:"refreshToken"`
 	// refresh_token is the shape of the seed's refresh request.
 	RefreshTokenSnake string `json:"refresh_token"`
+	// Credential is a passkey's AuthenticationResponseJSON (passkeys.go).
+	Credential json.RawMessage `json:"credential"`
 }
 
 // refreshToken returns whichever refresh token field was sent.
@@ -128,6 +130,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
 		return ta.reauthenticate(req.AccessToken)
+	case req.Strategy == "passkey":
+		return ta.passkeyLogin(r, req.Credential)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -148,7 +152,7 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 		ta.countLogin("failure")
 		return nil, errInvalidLogin()
 	}
-	session, err := ta.openSession(r.Context(), user)
+	session, err := ta.openSession(r.Context(), user, []string{"pwd"})
 	if err != nil {
 		ta.countLogin("error")
 		return nil, err
@@ -158,7 +162,9 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
-func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
+// openSession starts a session for user, signed in by the methods amr
+// names (RFC 8176: pwd, hwk, mfa, ...).
+func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -168,6 +174,7 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, erro
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
+		SignIn:     SignIn{AMR: amr, AuthTime: now},
 	}
 	return s, ta.realm.store.Create(ctx, s)
 }
@@ -175,7 +182,7 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, erro
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueAccess(user, s.ID, s.deadline())
+	access, claims, err := ta.tokens.issueSessionAccess(user, s, s.deadline())
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}

@@ -132,6 +132,10 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// Passkeys lets users sign in with passkeys (WebAuthn) and add them on
+	// the account page; see PasskeysConfig. Default: off.
+	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -144,6 +148,8 @@ type TokenAuth struct {
 	// the login throttle and the bound on concurrent password hashing
 	throttle  ThrottleConfig
 	hashSlots hashSlots
+	// passkeys.go: WebAuthn configurations by host
+	relyingParties *relyingParties
 }
 
 // CaddyModule returns the Caddy module information.
@@ -203,6 +209,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
+	ta.relyingParties = new(relyingParties)
+	ta.warnPasskeyOnlyUsers()
+	invitations.add(ta) // passkeys_invite.go
 	return nil
 }
 
@@ -253,6 +262,11 @@ func (ta *TokenAuth) Validate() error {
 	if *ta.ReuseGrace < 0 {
 		return fmt.Errorf("reuse_grace must not be negative")
 	}
+	if ta.Passkeys != nil {
+		if err := ta.Passkeys.validate(); err != nil {
+			return err
+		}
+	}
 	if ta.AccessTTL > ta.IdleTTL || ta.AccessTTL > ta.SessionTTL {
 		return fmt.Errorf("access_ttl (%s) must not exceed idle_ttl or session_ttl", time.Duration(ta.AccessTTL))
 	}
@@ -265,6 +279,7 @@ func (ta *TokenAuth) Cleanup() error {
 	if ta.realm == nil {
 		return nil
 	}
+	invitations.remove(ta)
 	return releaseRealm(ta.Realm, ta.storeCfg)
 }
 
