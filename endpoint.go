@@ -33,6 +33,8 @@ type authRequest struct {
 	RefreshToken string `json:"refreshToken"`
 	// refresh_token is the shape of the seed's refresh request.
 	RefreshTokenSnake string `json:"refresh_token"`
+	// Credential is a passkey's AuthenticationResponseJSON (passkeys.go).
+	Credential json.RawMessage `json:"credential"`
 }
 
 // refreshToken returns whichever refresh token field was sent.
@@ -128,6 +130,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
 		return ta.reauthenticate(r.Context(), req.AccessToken)
+	case req.Strategy == "passkey":
+		return ta.passkeyLogin(r, req.Credential)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -148,7 +152,7 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 		ta.countLogin("failure")
 		return nil, errInvalidLogin()
 	}
-	session, err := ta.openSession(r.Context(), user)
+	session, err := ta.openSession(r.Context(), user, []string{"pwd"})
 	if err != nil {
 		ta.countLogin("error")
 		return nil, err
@@ -158,20 +162,16 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
-// sessionOrigin says how a session is signed in, beyond the user.
-type sessionOrigin struct {
-	AMR    []string // RFC 8176 values
-	IdP    string   // identity provider (idp.go)
-	IdPSID string   // the provider's session id
+// openSession starts a session for user, signed in by the methods amr
+// names (RFC 8176: pwd, hwk, mfa, ...).
+func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) (Session, error) {
+	return ta.openSessionWith(ctx, user, SignIn{AMR: amr})
 }
 
-func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
-	return ta.openSessionFrom(ctx, user, sessionOrigin{})
-}
-
-// openSessionFrom creates the session of every sign-in (password, identity
-// provider): the same refresh rotation, reuse detection and revocation.
-func (ta *TokenAuth) openSessionFrom(ctx context.Context, user *User, origin sessionOrigin) (Session, error) {
+// openSessionWith creates the session of every sign-in (password, passkey,
+// identity provider): the same refresh rotation, reuse detection and
+// revocation. signIn says how (its AuthTime is now).
+func (ta *TokenAuth) openSessionWith(ctx context.Context, user *User, signIn SignIn) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -181,18 +181,16 @@ func (ta *TokenAuth) openSessionFrom(ctx context.Context, user *User, origin ses
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
+		SignIn:     signIn,
 	}
-	s.AMR, s.IdP, s.IdPSID = origin.AMR, origin.IdP, origin.IdPSID
-	if len(origin.AMR) > 0 {
-		s.AuthTime = now
-	}
+	s.AuthTime = now
 	return s, ta.realm.store.Create(ctx, s)
 }
 
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueAccess(withSignInClaims(user, s), s.ID, s.deadline()) // idp.go
+	access, claims, err := ta.tokens.issueSessionAccess(withSignInClaims(user, s), s, s.deadline()) // idp.go
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}

@@ -431,7 +431,7 @@ func (ta *TokenAuth) signInFederated(r *http.Request, p *idpRuntime, flow *idpFl
 	if err != nil {
 		return nil, Session{}, err
 	}
-	session, err := ta.openSessionFrom(r.Context(), user, sessionOrigin{
+	session, err := ta.openSessionWith(r.Context(), user, SignIn{
 		AMR: []string{amrFederated}, IdP: p.cfg.Name, IdPSID: ident.SID,
 	})
 	if err != nil {
@@ -566,31 +566,21 @@ func writeIdPPage(w http.ResponseWriter, status int, title, message, back string
 }
 
 // signInClaims are set from the session (withSignInClaims), so a user
-// may not have them as custom claims.
-var signInClaims = map[string]bool{"amr": true, "idp": true}
+// may not have them as custom claims. (amr is a claim of its own.)
+var signInClaims = map[string]bool{"idp": true}
 
-// withSignInClaims adds what the session knows of the sign-in to the
-// user's claims: `amr` (RFC 8176, "fed" for an identity provider) and
-// `idp`, the provider's name (placeholder {http.auth.user.idp}).
+// withSignInClaims adds the identity provider that signed the session in
+// to the user's claims as `idp` (placeholder {http.auth.user.idp}).
 func withSignInClaims(u *User, s Session) *User {
-	if len(s.AMR) == 0 && s.IdP == "" {
+	if s.IdP == "" {
 		return u
 	}
 	c := *u
-	c.Claims = make(map[string]any, len(u.Claims)+2)
+	c.Claims = make(map[string]any, len(u.Claims)+1)
 	for k, v := range u.Claims {
 		c.Claims[k] = v
 	}
-	if len(s.AMR) > 0 {
-		amr := make([]any, len(s.AMR))
-		for i, v := range s.AMR {
-			amr[i] = v
-		}
-		c.Claims["amr"] = amr
-	}
-	if s.IdP != "" {
-		c.Claims["idp"] = s.IdP
-	}
+	c.Claims["idp"] = s.IdP
 	return &c
 }
 

@@ -52,7 +52,7 @@ func signedInAccess(t *testing.T, ta *TokenAuth, op *fakeOP) string {
 
 func guardStatus(t *testing.T, ta *TokenAuth, access string) int {
 	t.Helper()
-	return idpServe(t, ta, bearer(idpRequest("GET", "/private/"), access)).Code
+	return idpServe(t, ta, withBearer(idpRequest("GET", "/private/"), access)).Code
 }
 
 // TestBackchannelLogout: a logout token from the provider for a provider

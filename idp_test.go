@@ -549,7 +549,7 @@ func TestIdPFragmentMode(t *testing.T) {
 		t.Fatal("cookies set in fragment mode")
 	}
 	// the tokens are the realm's: the guard takes the access token, the endpoint the refresh token
-	if g := idpServe(t, ta, bearer(idpRequest("GET", "/private/"), vals.Get("access_token"))); g.Code != http.StatusTeapot {
+	if g := idpServe(t, ta, withBearer(idpRequest("GET", "/private/"), vals.Get("access_token"))); g.Code != http.StatusTeapot {
 		t.Fatalf("guard: %d", g.Code)
 	}
 	if res := refreshJSON(t, ta, vals.Get("refresh_token")); res.Code != http.StatusCreated {
@@ -564,7 +564,7 @@ func TestIdPFragmentMode(t *testing.T) {
 	}
 }
 
-func bearer(r *http.Request, tok string) *http.Request {
+func withBearer(r *http.Request, tok string) *http.Request {
 	r.Header.Set("Authorization", "Bearer "+tok)
 	return r
 }

@@ -137,6 +137,10 @@ type TokenAuth struct {
 	// docs/identity-providers.md.
 	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
 
+	// Passkeys lets users sign in with passkeys (WebAuthn) and add them on
+	// the account page; see PasskeysConfig. Default: off.
+	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -150,6 +154,8 @@ type TokenAuth struct {
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 	idps      map[string]*idpRuntime // idp.go, by name
+	// passkeys.go: WebAuthn configurations by host
+	relyingParties *relyingParties
 }
 
 // CaddyModule returns the Caddy module information.
@@ -209,6 +215,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
+	ta.relyingParties = new(relyingParties)
+	ta.warnPasskeyOnlyUsers()
+	invitations.add(ta) // passkeys_invite.go
 	return ta.provisionIdentityProviders()
 }
 
@@ -259,6 +268,11 @@ func (ta *TokenAuth) Validate() error {
 	if *ta.ReuseGrace < 0 {
 		return fmt.Errorf("reuse_grace must not be negative")
 	}
+	if ta.Passkeys != nil {
+		if err := ta.Passkeys.validate(); err != nil {
+			return err
+		}
+	}
 	if ta.AccessTTL > ta.IdleTTL || ta.AccessTTL > ta.SessionTTL {
 		return fmt.Errorf("access_ttl (%s) must not exceed idle_ttl or session_ttl", time.Duration(ta.AccessTTL))
 	}
@@ -272,6 +286,7 @@ func (ta *TokenAuth) Cleanup() error {
 	if ta.realm == nil {
 		return nil
 	}
+	invitations.remove(ta)
 	return releaseRealm(ta.Realm, ta.storeCfg)
 }
 

@@ -31,11 +31,15 @@ var errInvalidToken = errors.New("invalid token")
 // are carried at the top level and kept in Extra.
 type accessClaims struct {
 	jwt.RegisteredClaims
-	SID   string         `json:"sid"`
-	Email string         `json:"email,omitempty"`
-	Name  string         `json:"name,omitempty"`
-	Roles []string       `json:"roles,omitempty"`
-	Extra map[string]any `json:"-"`
+	SID   string   `json:"sid"`
+	Email string   `json:"email,omitempty"`
+	Name  string   `json:"name,omitempty"`
+	Roles []string `json:"roles,omitempty"`
+	// AMR and AuthTime say how and when the session was signed in (RFC
+	// 8176 method values, OIDC auth_time).
+	AMR      []string         `json:"amr,omitempty"`
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
+	Extra    map[string]any   `json:"-"`
 
 	vars []placeholder // identity placeholders, set once before sharing (verifyAccessCached)
 }
@@ -45,7 +49,7 @@ type accessClaims struct {
 var reservedClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
 	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
-	"id": true, "typ": true,
+	"id": true, "typ": true, "amr": true, "auth_time": true,
 }
 
 // accessClaimsFields is accessClaims without its JSON methods.
@@ -131,6 +135,12 @@ func randomID() string {
 // issueAccess signs an access token for u in session sid. It never outlives
 // the session.
 func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (string, *accessClaims, error) {
+	return ts.issueSessionAccess(u, Session{ID: sid}, sessionEnd)
+}
+
+// issueSessionAccess signs an access token for u in session s, carrying
+// how and when s was signed in (amr, auth_time).
+func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.Time) (string, *accessClaims, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
 	if sessionEnd.Before(exp) {
@@ -138,11 +148,15 @@ func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (
 	}
 	claims := &accessClaims{
 		RegisteredClaims: ts.registered(u.ID, now, exp),
-		SID:              sid,
+		SID:              s.ID,
 		Email:            u.Email,
 		Name:             u.Name,
 		Roles:            u.Roles,
+		AMR:              s.AMR,
 		Extra:            u.Claims,
+	}
+	if !s.AuthTime.IsZero() {
+		claims.AuthTime = jwt.NewNumericDate(s.AuthTime)
 	}
 	tok, err := ts.sign(typAccess, claims)
 	return tok, claims, err
