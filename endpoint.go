@@ -129,7 +129,7 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 	case req.Strategy == "local":
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
-		return ta.reauthenticate(req.AccessToken)
+		return ta.reauthenticate(r.Context(), req.AccessToken)
 	case req.Strategy == "passkey":
 		return ta.passkeyLogin(r, req.Credential)
 	default:
@@ -165,6 +165,13 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 // openSession starts a session for user, signed in by the methods amr
 // names (RFC 8176: pwd, hwk, mfa, ...).
 func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) (Session, error) {
+	return ta.openSessionWith(ctx, user, SignIn{AMR: amr})
+}
+
+// openSessionWith creates the session of every sign-in (password, passkey,
+// identity provider): the same refresh rotation, reuse detection and
+// revocation. signIn says how (its AuthTime is now).
+func (ta *TokenAuth) openSessionWith(ctx context.Context, user *User, signIn SignIn) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -174,15 +181,16 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) 
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
-		SignIn:     SignIn{AMR: amr, AuthTime: now},
+		SignIn:     signIn,
 	}
+	s.AuthTime = now
 	return s, ta.realm.store.Create(ctx, s)
 }
 
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueSessionAccess(user, s, s.deadline())
+	access, claims, err := ta.tokens.issueSessionAccess(withSignInClaims(user, s), s, s.deadline()) // idp.go
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}
@@ -234,7 +242,10 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", outcome.String()))
 		return nil, errNotAuthenticated()
 	}
-	user := ta.users.byID(s.User)
+	user, err := ta.userByID(r.Context(), s.User) // a realm user, or one admitted by an identity provider
+	if err != nil {
+		return nil, err
+	}
 	if user == nil {
 		// the account was removed: its sessions end with it
 		if err := ta.revokeSession(r.Context(), s.ID); err != nil {
@@ -251,8 +262,8 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 
 // reauthenticate answers Feathers' reAuthenticate: the same access token
 // back, with its payload and user, if it is still accepted.
-func (ta *TokenAuth) reauthenticate(raw string) (*authResult, error) {
-	claims, user, err := ta.acceptAccess(raw)
+func (ta *TokenAuth) reauthenticate(ctx context.Context, raw string) (*authResult, error) {
+	claims, user, err := ta.acceptAccess(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -265,12 +276,15 @@ func (ta *TokenAuth) reauthenticate(raw string) (*authResult, error) {
 
 // acceptAccess verifies an access token, checks its session is not revoked
 // and its user still exists.
-func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
+func (ta *TokenAuth) acceptAccess(ctx context.Context, raw string) (*accessClaims, *User, error) {
 	claims, err := ta.tokens.verifyAccess(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
 		return nil, nil, errNotAuthenticated()
 	}
-	user := ta.users.byID(claims.Subject)
+	user, err := ta.userByID(ctx, claims.Subject)
+	if err != nil {
+		return nil, nil, err
+	}
 	if user == nil {
 		return nil, nil, errNotAuthenticated()
 	}
@@ -284,7 +298,7 @@ func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error 
 	if fromCookie && !csrfAllowed(r) {
 		return writeError(w, errCrossOrigin())
 	}
-	claims, user, err := ta.acceptAccess(raw)
+	claims, user, err := ta.acceptAccess(r.Context(), raw)
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

@@ -132,6 +132,11 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// IdentityProviders people may sign in with instead of a password
+	// (OpenID Connect providers, GitHub); see IdentityProvider and
+	// docs/identity-providers.md.
+	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
+
 	// Passkeys lets users sign in with passkeys (WebAuthn) and add them on
 	// the account page; see PasskeysConfig. Default: off.
 	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
@@ -148,6 +153,7 @@ type TokenAuth struct {
 	// the login throttle and the bound on concurrent password hashing
 	throttle  ThrottleConfig
 	hashSlots hashSlots
+	idps      map[string]*idpRuntime // idp.go, by name
 	// passkeys.go: WebAuthn configurations by host
 	relyingParties *relyingParties
 }
@@ -212,7 +218,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.relyingParties = new(relyingParties)
 	ta.warnPasskeyOnlyUsers()
 	invitations.add(ta) // passkeys_invite.go
-	return nil
+	return ta.provisionIdentityProviders()
 }
 
 func (ta *TokenAuth) applyDefaults() {
@@ -276,6 +282,7 @@ func (ta *TokenAuth) Validate() error {
 // Cleanup releases the realm's shared state; the last handler using it
 // closes the store.
 func (ta *TokenAuth) Cleanup() error {
+	ta.stopIdentityProviders()
 	if ta.realm == nil {
 		return nil
 	}

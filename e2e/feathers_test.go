@@ -30,13 +30,11 @@ func feathersSite(t *testing.T) string {
 `, e2eSecret, testenv.Hash(t, "wonderland"))
 }
 
-// TestFeathersClient runs tests/feathers/client.js, the real FeathersJS v5
-// client (authentication-client + rest-client over fetch), through a whole
-// session against a real Caddy: authenticate, reAuthenticate(true), a
-// guarded service, a refresh in the seed's shape, logout, and refusal of
-// the old tokens.
-func TestFeathersClient(t *testing.T) {
-	node := lookProgram(t, "test.d/setup-node.sh", "node")
+// feathersClient finds node and tests/feathers with its pinned packages
+// installed; without them the test skips (fails under CI).
+func feathersClient(t *testing.T) (node, dir string) {
+	t.Helper()
+	node = lookProgram(t, "test.d/setup-node.sh", "node")
 	dir, err := filepath.Abs(filepath.Join("..", "tests", "feathers"))
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +42,16 @@ func TestFeathersClient(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@feathersjs", "authentication-client")); err != nil {
 		testenv.Need(t, "tests/feathers/node_modules is missing: run `npm ci` there (test.d/setup-node.sh does)")
 	}
+	return node, dir
+}
+
+// TestFeathersClient runs tests/feathers/client.js, the real FeathersJS v5
+// client (authentication-client + rest-client over fetch), through a whole
+// session against a real Caddy: authenticate, reAuthenticate(true), a
+// guarded service, a refresh in the seed's shape, logout, and refusal of
+// the old tokens.
+func TestFeathersClient(t *testing.T) {
+	node, dir := feathersClient(t)
 	p := startCaddy(t, "", feathersSite(t))
 
 	cmd := exec.Command(node, "client.js")
