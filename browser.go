@@ -94,6 +94,9 @@ func (ta *TokenAuth) handleFormLogin(w http.ResponseWriter, r *http.Request) err
 		Email:    strings.TrimSpace(form.Get("email")),
 		Password: form.Get("password"),
 	})
+	if token, ok := mfaTokenOf(err); ok {
+		return ta.startCodePage(w, r, token, redirect) // mfapage.go
+	}
 	if err != nil {
 		return redirectTo(w, ta.loginPageURL(redirect, ta.browserErrorCode(r, err), ""), http.StatusSeeOther)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -33,6 +34,10 @@ type authRequest struct {
 	RefreshToken string `json:"refreshToken"`
 	// refresh_token is the shape of the seed's refresh request.
 	RefreshTokenSnake string `json:"refresh_token"`
+	// The second step of a login with a second factor (mfa.go).
+	MFAToken     string `json:"mfa_token"`
+	Code         string `json:"code"`
+	RecoveryCode string `json:"recovery_code"`
 }
 
 // refreshToken returns whichever refresh token field was sent.
@@ -128,6 +133,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
 		return ta.reauthenticate(req.AccessToken)
+	case req.Strategy == "totp":
+		return ta.completeSecondFactor(r, req.MFAToken, req.Code, req.RecoveryCode)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -148,6 +155,12 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 		ta.countLogin("failure")
 		return nil, errInvalidLogin()
 	}
+	if methods, err := ta.secondFactorMethods(r.Context(), user); err != nil {
+		ta.countLogin("error")
+		return nil, err
+	} else if len(methods) > 0 {
+		return nil, ta.beginSecondFactor(r, user, methods)
+	}
 	session, err := ta.openSession(r.Context(), user)
 	if err != nil {
 		ta.countLogin("error")
@@ -158,7 +171,14 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
+// openSession creates a session for user, signed in with a password now.
 func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
+	return ta.openSignedInSession(ctx, user, amrPassword)
+}
+
+// openSignedInSession creates a session for user, signed in now by the
+// methods amr (RFC 8176 values).
+func (ta *TokenAuth) openSignedInSession(ctx context.Context, user *User, amr []string) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -168,6 +188,7 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, erro
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
+		SignIn:     SignIn{AMR: slices.Clone(amr), AuthTime: now},
 	}
 	return s, ta.realm.store.Create(ctx, s)
 }
@@ -175,7 +196,7 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, erro
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueAccess(user, s.ID, s.deadline())
+	access, claims, err := ta.tokens.issueSessionAccess(user, s)
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}
@@ -274,10 +295,7 @@ func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
 // presented access token, or with ?scope=global every session of its user.
 func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	raw, fromCookie := ta.accessToken(r)
-	if fromCookie && !csrfAllowed(r) {
-		return writeError(w, errCrossOrigin())
-	}
-	claims, user, err := ta.acceptAccess(raw)
+	claims, user, err := ta.signedIn(r)
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

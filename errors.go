@@ -28,6 +28,7 @@ var feathersNames = map[int][2]string{
 	http.StatusForbidden:             {"Forbidden", "forbidden"},
 	http.StatusNotFound:              {"NotFound", "not-found"},
 	http.StatusMethodNotAllowed:      {"MethodNotAllowed", "method-not-allowed"},
+	http.StatusConflict:              {"Conflict", "conflict"},
 	http.StatusRequestEntityTooLarge: {"PayloadTooLarge", "payload-too-large"},
 	http.StatusUnsupportedMediaType:  {"UnsupportedMediaType", "unsupported-media-type"},
 	http.StatusTooManyRequests:       {"TooManyRequests", "too-many-requests"},

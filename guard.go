@@ -31,6 +31,10 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 		ta.countGuard("forbidden")
 		return writeError(w, newAPIError(http.StatusForbidden, "Missing a required role"))
 	}
+	if ta.RequireMFA && !hasTwoFactors(claims.AMR) {
+		ta.countGuard("mfa_required")
+		return ta.refuseOneFactor(w, r) // mfa.go
+	}
 	ta.countGuard("accepted")
 	setIdentityPlaceholders(r, claims)
 	return next.ServeHTTP(w, r)

@@ -33,6 +33,9 @@ func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub s
 	if handled, err := ta.serveBrowserEndpoint(w, r, sub); handled {
 		return err
 	}
+	if handled, err := ta.serveMFAEndpoint(w, r, sub); handled {
+		return err
+	}
 	switch {
 	case sub == "" && r.Method == http.MethodPost:
 		return ta.handlePost(w, r)

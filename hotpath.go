@@ -27,7 +27,7 @@ type hotPath struct {
 }
 
 // guardResultIndex numbers guardResults for hotPath.guard.
-var guardResultIndex = [...]string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin"}
+var guardResultIndex = [...]string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin", "mfa_required"}
 
 func newHotPath(realm string) (hotPath, error) {
 	var h hotPath

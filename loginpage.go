@@ -38,8 +38,9 @@ type LoginPageData struct {
 	// Error is a message to show after a failed attempt, else "".
 	Error string
 	// ErrorCode names the error for templates that word it themselves:
-	// invalid_login, session_expired, too_many_attempts, unavailable or
-	// bad_request; "" when there is none.
+	// invalid_login, session_expired, too_many_attempts, unavailable,
+	// bad_request or mfa_expired (the second step of a login waited too
+	// long); "" when there is none.
 	ErrorCode string
 	// Notice is an informational message (after signing out), else "".
 	Notice string
@@ -63,6 +64,7 @@ var (
 		"too_many_attempts": "Too many failed attempts. Please wait a while and try again.",
 		"unavailable":       "Signing in is not possible right now. Please try again shortly.",
 		"bad_request":       "Please enter your username and password.",
+		"mfa_expired":       "Signing in took too long. Please enter your password again.",
 	}
 	loginNotices = map[string]string{
 		"signed_out": "You have been signed out.",
@@ -141,20 +143,26 @@ func (ta *TokenAuth) serveLoginPage(w http.ResponseWriter, r *http.Request) erro
 		ta.logger.Error("rendering login page", zap.Error(err))
 		return writeError(w, errServerFault())
 	}
+	csp := builtinLoginCSP
+	if ta.loginTemplate != nil {
+		csp = "frame-ancestors 'none'"
+	}
+	return writePage(w, r, buf.Bytes(), csp)
+}
+
+// writePage answers 200 with an HTML page that no cache keeps and no
+// other site frames, under the given Content-Security-Policy.
+func writePage(w http.ResponseWriter, r *http.Request, page []byte, csp string) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	if ta.loginTemplate == nil {
-		h.Set("Content-Security-Policy", builtinLoginCSP)
-	} else {
-		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
-	}
+	h.Set("Content-Security-Policy", csp)
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	_, err := w.Write(buf.Bytes())
+	_, err := w.Write(page)
 	return err
 }

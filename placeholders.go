@@ -1,6 +1,11 @@
 package tokenauth
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
 
 // placeholder is one `{http.auth.user.*}` placeholder with its value
 // already boxed, so that setting it on a request allocates nothing.
@@ -20,16 +25,27 @@ func (c *accessClaims) identityPlaceholders() []placeholder {
 }
 
 func buildIdentityPlaceholders(c *accessClaims) []placeholder {
-	vars := make([]placeholder, 0, 5+len(c.Extra))
+	vars := make([]placeholder, 0, 7+len(c.Extra))
 	vars = append(vars,
 		placeholder{"http.auth.user.id", c.Subject},
 		placeholder{"http.auth.user.sid", c.SID},
 		placeholder{"http.auth.user.email", c.Email},
 		placeholder{"http.auth.user.name", c.Name},
 		placeholder{"http.auth.user.roles", strings.Join(c.Roles, ",")},
+		placeholder{"http.auth.user.amr", strings.Join(c.AMR, ",")},
+		placeholder{"http.auth.user.auth_time", authTimeString(c.AuthTime)},
 	)
 	for k, v := range c.Extra {
 		vars = append(vars, placeholder{"http.auth.user." + k, claimString(v)})
 	}
 	return vars
+}
+
+// authTimeString is auth_time as a placeholder: Unix seconds, as in the
+// token, or "" when the token has none.
+func authTimeString(t *jwt.NumericDate) string {
+	if t == nil {
+		return ""
+	}
+	return strconv.FormatInt(t.Unix(), 10)
 }

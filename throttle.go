@@ -283,22 +283,8 @@ func (ta *TokenAuth) throttleKeys(r *http.Request, login string, isEmail bool) (
 func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
 	ctx := r.Context()
 	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
-	// A handler built without Provision (as some unit tests do) has a zero
-	// config and no counter: it is not throttled.
-	throttled := !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
-	if throttled {
-		var longest time.Duration
-		for _, key := range []string{userKey, ipKey} {
-			left, err := ta.realm.failures.Banned(ctx, key)
-			if err != nil {
-				return nil, fmt.Errorf("reading login throttle: %w", err)
-			}
-			longest = max(longest, left)
-		}
-		if longest > 0 {
-			ta.logger.Info("login refused: throttled", zap.String("client_ip", ip), zap.String("user", login))
-			return nil, errTooManyFailures(longest)
-		}
+	if err := ta.refuseBanned(ctx, ip, login, userKey, ipKey); err != nil {
+		return nil, err
 	}
 
 	if !ta.hashSlots.acquire(ctx) {
@@ -315,37 +301,76 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 	// user name is the client's and could imitate other fields.
 	if user != nil {
 		ta.logger.Debug("password accepted", zap.String("client_ip", ip), zap.String("user", user.ID))
-		if !throttled {
-			return user, nil
-		}
-		// A success forgives only the failures it explains: this user's
-		// from this IP. Other IPs' failures against this user stand.
-		if err := ta.realm.failures.Forgive(ctx, userKey, ip); err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
-		}
-		if err := ta.realm.failures.Forgive(ctx, ipKey, userKey); err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
-		}
-		return user, nil
+		return user, ta.forgiveFailures(ctx, userKey, ipKey, ip)
 	}
 	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm), zap.String("user", login))
-	if !throttled {
-		return nil, nil
+	return nil, ta.countFailure(ctx, userKey, ipKey, ip)
+}
+
+// throttled says whether failures are counted. A handler built without
+// Provision (as some unit tests do) has a zero config and no counter: it
+// is not throttled.
+func (ta *TokenAuth) throttled() bool {
+	return !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
+}
+
+// refuseBanned answers 429 while any of keys is banned; login is the
+// name the client gave, for the log.
+func (ta *TokenAuth) refuseBanned(ctx context.Context, ip, login string, keys ...string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	var longest time.Duration
+	for _, key := range keys {
+		left, err := ta.realm.failures.Banned(ctx, key)
+		if err != nil {
+			return fmt.Errorf("reading login throttle: %w", err)
+		}
+		longest = max(longest, left)
+	}
+	if longest > 0 {
+		ta.logger.Info("login refused: throttled", zap.String("client_ip", ip), zap.String("user", login))
+		return errTooManyFailures(longest)
+	}
+	return nil
+}
+
+// forgiveFailures is a success: it forgives only the failures it
+// explains, this user's from this IP. Other IPs' failures against this
+// user stand.
+func (ta *TokenAuth) forgiveFailures(ctx context.Context, userKey, ipKey, ip string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	if err := ta.realm.failures.Forgive(ctx, userKey, ip); err != nil {
+		return fmt.Errorf("updating login throttle: %w", err)
+	}
+	if err := ta.realm.failures.Forgive(ctx, ipKey, userKey); err != nil {
+		return fmt.Errorf("updating login throttle: %w", err)
+	}
+	return nil
+}
+
+// countFailure charges a failure to the user and the client IP, and bans
+// either at the limit.
+func (ta *TokenAuth) countFailure(ctx context.Context, userKey, ipKey, ip string) error {
+	if !ta.throttled() {
+		return nil
 	}
 	for _, c := range []struct{ key, source string }{{userKey, ip}, {ipKey, userKey}} {
 		n, err := ta.realm.failures.Fail(ctx, c.key, c.source, time.Duration(ta.throttle.Window))
 		if err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
+			return fmt.Errorf("updating login throttle: %w", err)
 		}
 		if n >= ta.throttle.Failures {
 			if err := ta.realm.failures.Ban(ctx, c.key, time.Duration(ta.throttle.Ban)); err != nil {
-				return nil, fmt.Errorf("updating login throttle: %w", err)
+				return fmt.Errorf("updating login throttle: %w", err)
 			}
 			ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", c.key),
 				zap.Int("failures", n), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // The Caddyfile options of this file, registered with the others.

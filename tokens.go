@@ -35,7 +35,12 @@ type accessClaims struct {
 	Email string         `json:"email,omitempty"`
 	Name  string         `json:"name,omitempty"`
 	Roles []string       `json:"roles,omitempty"`
-	Extra map[string]any `json:"-"`
+	// AMR (RFC 8176) and AuthTime (OpenID Connect Core §2) say how and
+	// when the person signed in; they come from the session (SignIn), so
+	// every token of a session carries them, refreshed ones included.
+	AMR      []string         `json:"amr,omitempty"`
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
+	Extra    map[string]any   `json:"-"`
 
 	vars []placeholder // identity placeholders, set once before sharing (tokencache.go)
 }
@@ -119,21 +124,31 @@ func randomID() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// issueAccess signs an access token for u in session sid. It never outlives
-// the session.
+// issueAccess signs an access token for u in session sid, without sign-in
+// facts, ending at the latest with sessionEnd.
 func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (string, *accessClaims, error) {
+	return ts.issueSessionAccess(u, Session{ID: sid, Expires: sessionEnd})
+}
+
+// issueSessionAccess signs an access token for u in session s, with the
+// session's sign-in facts (amr, auth_time). It never outlives the session.
+func (ts *tokenService) issueSessionAccess(u *User, s Session) (string, *accessClaims, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
-	if sessionEnd.Before(exp) {
-		exp = sessionEnd
+	if end := s.deadline(); end.Before(exp) {
+		exp = end
 	}
 	claims := &accessClaims{
 		RegisteredClaims: ts.registered(u.ID, now, exp),
-		SID:              sid,
+		SID:              s.ID,
 		Email:            u.Email,
 		Name:             u.Name,
 		Roles:            u.Roles,
+		AMR:              s.AMR,
 		Extra:            u.Claims,
+	}
+	if !s.AuthTime.IsZero() {
+		claims.AuthTime = jwt.NewNumericDate(s.AuthTime)
 	}
 	tok, err := ts.sign(typAccess, claims)
 	return tok, claims, err
