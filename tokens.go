@@ -31,10 +31,10 @@ var errInvalidToken = errors.New("invalid token")
 // are carried at the top level and kept in Extra.
 type accessClaims struct {
 	jwt.RegisteredClaims
-	SID   string         `json:"sid"`
-	Email string         `json:"email,omitempty"`
-	Name  string         `json:"name,omitempty"`
-	Roles []string       `json:"roles,omitempty"`
+	SID   string   `json:"sid"`
+	Email string   `json:"email,omitempty"`
+	Name  string   `json:"name,omitempty"`
+	Roles []string `json:"roles,omitempty"`
 	// AMR (RFC 8176) and AuthTime (OpenID Connect Core §2) say how and
 	// when the person signed in; they come from the session (SignIn), so
 	// every token of a session carries them, refreshed ones included.
