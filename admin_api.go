@@ -22,6 +22,7 @@ func init() {
 //	GET    /token_auth/<realm>/sessions?user=<id>   a user's sessions
 //	DELETE /token_auth/<realm>/sessions?user=<id>   revoke all of them
 //	DELETE /token_auth/<realm>/sessions/<sid>       revoke one session
+//	DELETE /token_auth/<realm>/mfa/<user>           remove a user's second factors, revoke their sessions
 //
 // Caddy loads every registered admin.api module with its admin server, so
 // nothing needs configuring; the admin endpoint's own access rules apply.
@@ -66,6 +67,9 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	// /token_auth/<realm>/sessions[/<sid>], realm and sid path-escaped
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), adminBase)
 	parts := strings.Split(rest, "/")
+	if len(parts) == 3 && parts[1] == "mfa" {
+		return a.serveMFAReset(w, r, parts[0], parts[2]) // mfa_admin.go
+	}
 	if len(parts) < 2 || len(parts) > 3 || parts[1] != "sessions" || parts[0] == "" {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("not found; use %s<realm>/sessions", adminBase)}
 	}

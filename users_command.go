@@ -39,6 +39,7 @@ within a few seconds, without a reload.
   caddy token-auth-users update alice --file users.json --role staff --role admin
   caddy token-auth-users remove alice --file users.json
   caddy token-auth-users list --file users.json
+  caddy token-auth-users mfa reset alice --realm default   (through the admin API)
 
 The password (for add, and for update with --password) is prompted for
 without echo when standard input is a terminal; otherwise one line is read
@@ -83,7 +84,7 @@ func setUpUsersCommand(cmd *cobra.Command) {
 		Use: "list", Short: "Lists the users (never their hashes)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runUsersCommand(c, "list", args) },
 	}
-	cmd.AddCommand(add, update, remove, list)
+	cmd.AddCommand(add, update, remove, list, mfaCommand())
 }
 
 // usersEdit is one parsed invocation, separated from cobra and the
