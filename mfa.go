@@ -48,8 +48,9 @@ func hasTwoFactors(amr []string) bool {
 	return slices.Contains(amr, amrMFA)
 }
 
-// mfaLoginTTL is how long a password login waits for its second factor.
-const mfaLoginTTL = 5 * time.Minute
+// mfaLoginTTL is how long a password login waits for its second factor
+// (a variable for tests).
+var mfaLoginTTL = 5 * time.Minute
 
 // pendingLogin is what an mfa_token stands for: a user whose password was
 // right, waiting for a second factor.

@@ -157,7 +157,7 @@ func (ta *TokenAuth) serveCodePage(w http.ResponseWriter, r *http.Request) error
 // handleCodeForm is the code page's form: the session's cookies and the
 // redirect target on success, the code page again with an error otherwise.
 func (ta *TokenAuth) handleCodeForm(w http.ResponseWriter, r *http.Request) error {
-	if requestOrigin(r) != originSame {
+	if requestOrigin(r) == originCross { // as the login form
 		return writeError(w, errCrossOrigin())
 	}
 	form, err := readForm(w, r)
