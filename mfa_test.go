@@ -264,7 +264,7 @@ func TestTOTPTwoStepLogin(t *testing.T) {
 func TestTOTPCodeWindowAndReplay(t *testing.T) {
 	s := newMFASite(t, newMemoryStore())
 	secret, _ := s.enrol("alice")
-	s.ta.throttle.Off = true // this test is about the codes, not the throttle
+	s.ta.throttle.Off = true      // this test is about the codes, not the throttle
 	s.now = s.now.Add(totpPeriod) // the step before is not the confirming code's
 
 	for _, tc := range []struct {
