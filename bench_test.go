@@ -349,7 +349,7 @@ func BenchmarkLogin(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				s, err := ta.openSession(ctx, user)
+				s, err := ta.openSession(ctx, user, []string{"pwd"})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -417,7 +417,7 @@ func benchSessions(b *testing.B, ta *TokenAuth, n int) []string {
 	user := ta.users.byID(benchUser.ID)
 	out := make([]string, n)
 	for i := range out {
-		s, err := ta.openSession(context.Background(), user)
+		s, err := ta.openSession(context.Background(), user, []string{"pwd"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,6 +37,8 @@ type authRequest struct {
 	MFAToken     string `json:"mfa_token"`
 	Code         string `json:"code"`
 	RecoveryCode string `json:"recovery_code"`
+	// Credential is a passkey's AuthenticationResponseJSON (passkeys.go).
+	Credential json.RawMessage `json:"credential"`
 }
 
 // refreshToken returns whichever refresh token field was sent.
@@ -135,6 +136,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.reauthenticate(req.AccessToken)
 	case req.Strategy == "totp":
 		return ta.completeSecondFactor(r, req.MFAToken, req.Code, req.RecoveryCode)
+	case req.Strategy == "passkey":
+		return ta.passkeyLogin(r, req.Credential)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -161,7 +164,7 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	} else if len(methods) > 0 {
 		return nil, ta.beginSecondFactor(r, user, methods)
 	}
-	session, err := ta.openSession(r.Context(), user)
+	session, err := ta.openSession(r.Context(), user, []string{amrPwd})
 	if err != nil {
 		ta.countLogin("error")
 		return nil, err
@@ -171,14 +174,9 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
-// openSession creates a session for user, signed in with a password now.
-func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
-	return ta.openSignedInSession(ctx, user, amrPassword)
-}
-
-// openSignedInSession creates a session for user, signed in now by the
-// methods amr (RFC 8176 values).
-func (ta *TokenAuth) openSignedInSession(ctx context.Context, user *User, amr []string) (Session, error) {
+// openSession starts a session for user, signed in by the methods amr
+// names (RFC 8176: pwd, hwk, mfa, ...).
+func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -188,7 +186,7 @@ func (ta *TokenAuth) openSignedInSession(ctx context.Context, user *User, amr []
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
-		SignIn:     SignIn{AMR: slices.Clone(amr), AuthTime: now},
+		SignIn:     SignIn{AMR: amr, AuthTime: now},
 	}
 	return s, ta.realm.store.Create(ctx, s)
 }
@@ -196,7 +194,7 @@ func (ta *TokenAuth) openSignedInSession(ctx context.Context, user *User, amr []
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueSessionAccess(user, s)
+	access, claims, err := ta.tokens.issueSessionAccess(user, s, s.deadline())
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}

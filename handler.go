@@ -33,7 +33,13 @@ func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub s
 	if handled, err := ta.serveBrowserEndpoint(w, r, sub); handled {
 		return err
 	}
-	if handled, err := ta.serveMFAEndpoint(w, r, sub); handled {
+	if handled, err := ta.serveMFAEndpoint(w, r, sub); handled { // totp_api.go, mfapage.go
+		return err
+	}
+	if handled, err := ta.servePasskeyEndpoint(w, r, sub); handled { // passkeys.go
+		return err
+	}
+	if handled, err := ta.serveAccountEndpoint(w, r, sub); handled { // account.go
 		return err
 	}
 	switch {

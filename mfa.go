@@ -35,11 +35,8 @@ const (
 	amrMFA = "mfa" // two factors
 )
 
-// amrPassword is a password sign-in; amrPasswordOTP a password and a code.
-var (
-	amrPassword    = []string{amrPwd}
-	amrPasswordOTP = []string{amrPwd, amrOTP, amrMFA}
-)
+// amrPasswordOTP is a sign-in with a password and a code.
+var amrPasswordOTP = []string{amrPwd, amrOTP, amrMFA}
 
 // hasTwoFactors says whether a sign-in used two factors: what `require
 // mfa` asks of a token. Every way of signing in with two factors (a
@@ -148,7 +145,7 @@ func (ta *TokenAuth) completeSecondFactor(r *http.Request, mfaToken, code, recov
 	} else if !found {
 		return nil, errNotAuthenticated() // spent by a concurrent request meanwhile
 	}
-	session, err := ta.openSignedInSession(ctx, user, amrPasswordOTP)
+	session, err := ta.openSession(ctx, user, slices.Clone(amrPasswordOTP))
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +185,7 @@ func (ta *TokenAuth) checkSecondFactor(r *http.Request, user *User, code, recove
 		ta.countSecondFactor(method, result.String())
 		ta.logger.Info("second factor failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
 			zap.String("user", user.ID), zap.String("method", method), zap.String("reason", result.String()))
-		if err := ta.countFailure(ctx, userKey, ipKey, ip); err != nil {
+		if err := ta.countFailures(ctx, userKey, ipKey, ip); err != nil {
 			return err
 		}
 		return errInvalidCode()

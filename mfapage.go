@@ -1,7 +1,6 @@
 package tokenauth
 
 import (
-	"bytes"
 	_ "embed"
 	"errors"
 	"html/template"
@@ -92,12 +91,7 @@ func (ta *TokenAuth) serveMFAPages(w http.ResponseWriter, r *http.Request, sub s
 // renderMFA writes one of the pages of mfapage.html.
 func (ta *TokenAuth) renderMFA(w http.ResponseWriter, r *http.Request, name string, data *mfaPageData) error {
 	data.Host = hostname(r.Host)
-	var buf bytes.Buffer
-	if err := mfaPages.ExecuteTemplate(&buf, name, data); err != nil {
-		ta.logger.Error("rendering a second-factor page", zap.String("page", name), zap.Error(err))
-		return writeError(w, errServerFault())
-	}
-	return writePage(w, r, buf.Bytes(), builtinLoginCSP)
+	return ta.writePage(w, r, http.StatusOK, mfaPages.Lookup(name), data, builtinLoginCSP)
 }
 
 // pageURL is an endpoint page's address with a redirect and an error code.

@@ -143,6 +143,10 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// Passkeys lets users sign in with passkeys (WebAuthn) and add them on
+	// the account page; see PasskeysConfig. Default: off.
+	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -156,6 +160,8 @@ type TokenAuth struct {
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 	totp      *totpService // mfa.go, totp.go: nil without `mfa totp`
+	// passkeys.go: WebAuthn configurations by host
+	relyingParties *relyingParties
 }
 
 // CaddyModule returns the Caddy module information.
@@ -218,6 +224,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
+	ta.relyingParties = new(relyingParties)
+	ta.warnPasskeyOnlyUsers()
+	invitations.add(ta) // passkeys_invite.go
 	return nil
 }
 
@@ -277,7 +286,14 @@ func (ta *TokenAuth) Validate() error {
 		return fmt.Errorf("reuse_grace must not be negative")
 	}
 	if ta.RequireMFA && (ta.MFA == nil || ta.MFA.TOTP == nil) {
+		// the step-up page asks for a TOTP code (passkey sessions with
+		// user verification satisfy require mfa from their sign-in)
 		return fmt.Errorf("require mfa needs a second factor users can add: mfa totp")
+	}
+	if ta.Passkeys != nil {
+		if err := ta.Passkeys.validate(); err != nil {
+			return err
+		}
 	}
 	if ta.AccessTTL > ta.IdleTTL || ta.AccessTTL > ta.SessionTTL {
 		return fmt.Errorf("access_ttl (%s) must not exceed idle_ttl or session_ttl", time.Duration(ta.AccessTTL))
@@ -291,6 +307,7 @@ func (ta *TokenAuth) Cleanup() error {
 	if ta.realm == nil {
 		return nil
 	}
+	invitations.remove(ta)
 	return releaseRealm(ta.Realm, ta.storeCfg)
 }
 

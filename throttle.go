@@ -304,7 +304,7 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 		return user, ta.forgiveFailures(ctx, userKey, ipKey, ip)
 	}
 	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm), zap.String("user", login))
-	return nil, ta.countFailure(ctx, userKey, ipKey, ip)
+	return nil, ta.countFailures(ctx, userKey, ipKey, ip)
 }
 
 // throttled says whether failures are counted. A handler built without
@@ -351,26 +351,48 @@ func (ta *TokenAuth) forgiveFailures(ctx context.Context, userKey, ipKey, ip str
 	return nil
 }
 
-// countFailure charges a failure to the user and the client IP, and bans
-// either at the limit.
-func (ta *TokenAuth) countFailure(ctx context.Context, userKey, ipKey, ip string) error {
+// countFailures charges a failure to the user and the client IP, and
+// bans either at the limit.
+func (ta *TokenAuth) countFailures(ctx context.Context, userKey, ipKey, ip string) error {
 	if !ta.throttled() {
 		return nil
 	}
-	for _, c := range []struct{ key, source string }{{userKey, ip}, {ipKey, userKey}} {
-		n, err := ta.realm.failures.Fail(ctx, c.key, c.source, time.Duration(ta.throttle.Window))
-		if err != nil {
+	if err := ta.countFailure(ctx, userKey, ip, ip); err != nil {
+		return err
+	}
+	return ta.countFailure(ctx, ipKey, userKey, ip)
+}
+
+// countFailure records one failed login of key from source, and bans key
+// when it reaches the limit.
+func (ta *TokenAuth) countFailure(ctx context.Context, key, source, ip string) error {
+	n, err := ta.realm.failures.Fail(ctx, key, source, time.Duration(ta.throttle.Window))
+	if err != nil {
+		return fmt.Errorf("updating login throttle: %w", err)
+	}
+	if n >= ta.throttle.Failures {
+		if err := ta.realm.failures.Ban(ctx, key, time.Duration(ta.throttle.Ban)); err != nil {
 			return fmt.Errorf("updating login throttle: %w", err)
 		}
-		if n >= ta.throttle.Failures {
-			if err := ta.realm.failures.Ban(ctx, c.key, time.Duration(ta.throttle.Ban)); err != nil {
-				return fmt.Errorf("updating login throttle: %w", err)
-			}
-			ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", c.key),
-				zap.Int("failures", n), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
-		}
+		ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", key),
+			zap.Int("failures", n), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
 	}
 	return nil
+}
+
+// checkIPBan refuses (429) a sign-in without a user name (a passkey)
+// from a banned client IP.
+func (ta *TokenAuth) checkIPBan(ctx context.Context, ip string) error {
+	return ta.refuseBanned(ctx, ip, "", "ip:"+ip)
+}
+
+// countIPFailure counts a failed sign-in without a user name against the
+// client IP; method is the failure's source.
+func (ta *TokenAuth) countIPFailure(ctx context.Context, ip, method string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	return ta.countFailure(ctx, "ip:"+ip, method, ip)
 }
 
 // The Caddyfile options of this file, registered with the others.

@@ -35,9 +35,8 @@ type accessClaims struct {
 	Email string   `json:"email,omitempty"`
 	Name  string   `json:"name,omitempty"`
 	Roles []string `json:"roles,omitempty"`
-	// AMR (RFC 8176) and AuthTime (OpenID Connect Core §2) say how and
-	// when the person signed in; they come from the session (SignIn), so
-	// every token of a session carries them, refreshed ones included.
+	// AMR and AuthTime say how and when the session was signed in (RFC
+	// 8176 method values, OIDC auth_time).
 	AMR      []string         `json:"amr,omitempty"`
 	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
 	Extra    map[string]any   `json:"-"`
@@ -124,19 +123,19 @@ func randomID() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// issueAccess signs an access token for u in session sid, without sign-in
-// facts, ending at the latest with sessionEnd.
+// issueAccess signs an access token for u in session sid. It never outlives
+// the session.
 func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (string, *accessClaims, error) {
-	return ts.issueSessionAccess(u, Session{ID: sid, Expires: sessionEnd})
+	return ts.issueSessionAccess(u, Session{ID: sid}, sessionEnd)
 }
 
-// issueSessionAccess signs an access token for u in session s, with the
-// session's sign-in facts (amr, auth_time). It never outlives the session.
-func (ts *tokenService) issueSessionAccess(u *User, s Session) (string, *accessClaims, error) {
+// issueSessionAccess signs an access token for u in session s, carrying
+// how and when s was signed in (amr, auth_time).
+func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.Time) (string, *accessClaims, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
-	if end := s.deadline(); end.Before(exp) {
-		exp = end
+	if sessionEnd.Before(exp) {
+		exp = sessionEnd
 	}
 	claims := &accessClaims{
 		RegisteredClaims: ts.registered(u.ID, now, exp),
