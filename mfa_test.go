@@ -689,3 +689,33 @@ func TestFormLoginGoesToCodePage(t *testing.T) {
 		t.Errorf("spent mfa_token: %d %v", w.Code, w.Header())
 	}
 }
+
+func TestAccountPageTOTPSection(t *testing.T) {
+	s := newMFASite(t, newMemoryStore())
+	page := func(user string) string {
+		_, res := s.passwordLogin(user)
+		r := httptest.NewRequest("GET", "/authentication/account", nil)
+		r.AddCookie(&http.Cookie{Name: accessCookieName, Value: res["accessToken"].(string)})
+		w := s.serve(r)
+		if w.Code != 200 {
+			t.Fatalf("account page of %s: %d %s", user, w.Code, w.Body)
+		}
+		return w.Body.String()
+	}
+	if body := page("bob"); !strings.Contains(body, "Authenticator app") || !strings.Contains(body, `action="/authentication/account/mfa/setup"`) {
+		t.Errorf("account page without TOTP: %s", body)
+	}
+	// enrolled: the page says so and offers removal (the password login
+	// of an enrolled user needs a code, so sign in through it)
+	secret, _ := s.enrol("alice")
+	status, res := s.secondStep(s.mfaToken("alice"), "code", s.code(secret, 0))
+	if status != 201 {
+		t.Fatal(status)
+	}
+	r := httptest.NewRequest("GET", "/authentication/account", nil)
+	r.AddCookie(&http.Cookie{Name: accessCookieName, Value: res["accessToken"].(string)})
+	body := s.serve(r).Body.String()
+	if !strings.Contains(body, `id="recovery-left">10<`) || !strings.Contains(body, `action="/authentication/account/mfa/remove"`) {
+		t.Errorf("account page with TOTP: %s", body)
+	}
+}

@@ -341,3 +341,23 @@ func (ta *TokenAuth) enrolFormFailed(w http.ResponseWriter, r *http.Request, use
 	}
 	return ta.renderEnrolPage(w, r, sec)
 }
+
+// totpAccountSection is the authenticator app's part of the account page
+// (account.go): its state and forms; the forms' steps (the QR code, the
+// recovery codes) show on {endpoint}/account/mfa, which leads back.
+type totpAccountSection struct{ ta *TokenAuth }
+
+func (p totpAccountSection) accountSection(r *http.Request, user *User) (SecondFactorSection, bool, error) {
+	sec, err := p.ta.totpSectionFor(r, user, p.ta.accountPath())
+	if err != nil {
+		return SecondFactorSection{}, false, err
+	}
+	var buf strings.Builder
+	if err := mfaPages.ExecuteTemplate(&buf, "totp_section", sec); err != nil {
+		return SecondFactorSection{}, false, err
+	}
+	// html/template escaped it
+	return SecondFactorSection{Title: "Authenticator app", Body: template.HTML(buf.String())}, true, nil
+}
+
+var _ secondFactorProvider = totpAccountSection{}
