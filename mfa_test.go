@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"github.com/pquerna/otp/totp"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
@@ -36,11 +37,11 @@ var mfaTestKey = bytes.Repeat([]byte{7}, encryptionKeySize)
 func newMFASite(t *testing.T, store Store) *mfaSite {
 	t.Helper()
 	ta := &TokenAuth{
-		Users: []User{{ID: "alice", Password: testHash(t, "alice-password")}, {ID: "bob", Password: testHash(t, "bob-password")}},
+		Users: []User{{ID: "alice", Password: testenv.Hash(t, "alice-password")}, {ID: "bob", Password: testenv.Hash(t, "bob-password")}},
 		MFA:   &MFAConfig{TOTP: &TOTPConfig{Issuer: "Example"}},
 	}
 	ta.applyDefaults()
-	keys, err := newKeyRing(KeyConfig{Algorithm: "hs256", Key: browserTestSecret}, nil)
+	keys, err := newKeyRing(KeyConfig{Algorithm: "hs256", Key: testSecret}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,10 +432,8 @@ func TestTOTPSecretEncryptedInBolt(t *testing.T) {
 }
 
 func TestTOTPSecretEncryptedInRedis(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts redis-server; skipped under -short")
-	}
-	st, err := newRedisStore(testRedisURL(t), "sealed-"+randomID(), zap.NewNop())
+	testenv.SkipShort(t)
+	st, err := newRedisStore(testenv.RedisURL(t), "sealed-"+randomID(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

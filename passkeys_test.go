@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -35,8 +37,8 @@ func passkeyHandler(t *testing.T, cfg *PasskeysConfig) (*TokenAuth, *observer.Ob
 		SigningKey: &KeyConfig{Algorithm: "hs256", Key: pkSecret},
 		Store:      &StoreConfig{Backend: "memory"},
 		Users: []User{
-			{ID: "alice", Password: testHash(t, "alice-pw"), Name: "Alice"},
-			{ID: "bob", Password: testHash(t, "bob-pw")},
+			{ID: "alice", Password: testenv.Hash(t, "alice-pw"), Name: "Alice"},
+			{ID: "bob", Password: testenv.Hash(t, "bob-pw")},
 			{ID: "carol"},
 		},
 		Passkeys: cfg,
@@ -340,7 +342,7 @@ func TestPasskeyRefusals(t *testing.T) {
 		kept := ta.users
 		defer func() { ta.users = kept }()
 		var err error
-		if ta.users, err = newUserDirectory([]User{{ID: "bob", Password: testHash(t, "bob-pw")}}, "", zap.NewNop()); err != nil {
+		if ta.users, err = newUserDirectory([]User{{ID: "bob", Password: testenv.Hash(t, "bob-pw")}}, "", zap.NewNop()); err != nil {
 			t.Fatal(err)
 		}
 		wantInvalidLogin(t, signInWith(t, ta, a), "removed user")
