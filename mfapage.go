@@ -25,7 +25,8 @@ import (
 //go:embed mfapage.html
 var mfaPagesSource string
 
-var mfaPages = template.Must(template.New("mfa").Parse(mfaPagesSource))
+// mfaPages wear the login page's style ({{template "style"}}, account.go).
+var mfaPages = pageTemplate("mfa", mfaPagesSource)
 
 // mfaCookieName holds the mfa_token between the password and the code
 // page; only the endpoint sees it, for as long as the token lives.

@@ -24,22 +24,7 @@ import (
 // (test.d/setup-chromium.sh does all three). Without them it fails under
 // CI=true and skips elsewhere.
 func TestBrowserLoginFlow(t *testing.T) {
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	need := func(err error, what string) {
-		if err != nil {
-			testenv.Need(t, fmt.Sprintf("%s is missing (%v): test.d/setup-chromium.sh (or ./test.sh) installs it", what, err))
-		}
-	}
-	_, err := os.Stat(chromium)
-	need(err, "Chromium ("+chromium+")")
-	node, err := exec.LookPath("node")
-	need(err, "node")
-	_, err = os.Stat("../tests/browser/node_modules/playwright-core/package.json")
-	need(err, "playwright-core (npm ci in tests/browser)")
-
+	chromium, node := needBrowser(t)
 	p := startExampleSite(t, "3s")
 	screenshot, err := screenshotPath(t)
 	if err != nil {
@@ -60,6 +45,29 @@ func TestBrowserLoginFlow(t *testing.T) {
 
 // screenshotPath is where the login page's screenshot goes: an absolute
 // $LOGIN_PAGE_SCREENSHOT, or a file in the test's temporary directory.
+// needBrowser finds what the browser tests need: Debian's chromium (or
+// $CHROMIUM), node and playwright-core in tests/browser. Without them a
+// test fails under CI=true and skips elsewhere.
+func needBrowser(t *testing.T) (chromium, node string) {
+	t.Helper()
+	chromium = os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	need := func(err error, what string) {
+		if err != nil {
+			testenv.Need(t, fmt.Sprintf("%s is missing (%v): test.d/setup-chromium.sh (or ./test.sh) installs it", what, err))
+		}
+	}
+	_, err := os.Stat(chromium)
+	need(err, "Chromium ("+chromium+")")
+	node, err = exec.LookPath("node")
+	need(err, "node")
+	_, err = os.Stat("../tests/browser/node_modules/playwright-core/package.json")
+	need(err, "playwright-core (npm ci in tests/browser)")
+	return chromium, node
+}
+
 func screenshotPath(t *testing.T) (string, error) {
 	path := os.Getenv("LOGIN_PAGE_SCREENSHOT")
 	if path == "" {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -52,28 +51,15 @@ func mfaSiteBody(t *testing.T) string {
 // so a test run leaves the tree clean. It needs what TestBrowserLoginFlow
 // needs (test.d/setup-chromium.sh).
 func TestE2ETOTPBrowser(t *testing.T) {
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	need := func(err error, what string) {
-		if err != nil {
-			testenv.Need(t, fmt.Sprintf("%s is missing (%v): test.d/setup-chromium.sh (or ./test.sh) installs it", what, err))
-		}
-	}
-	_, err := os.Stat(chromium)
-	need(err, "Chromium ("+chromium+")")
-	node, err := exec.LookPath("node")
-	need(err, "node")
-	_, err = os.Stat("../tests/browser/node_modules/playwright-core/package.json")
-	need(err, "playwright-core (npm ci in tests/browser)")
-
+	chromium, node := needBrowser(t)
 	p := startCaddy(t, "", mfaSiteBody(t))
 	screenshot := filepath.Join(t.TempDir(), "mfa-code-page.png")
 	if path := os.Getenv("MFA_CODE_PAGE_SCREENSHOT"); path != "" {
-		if screenshot, err = filepath.Abs(path); err != nil {
+		abs, err := filepath.Abs(path)
+		if err != nil {
 			t.Fatal(err)
 		}
+		screenshot = abs
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
