@@ -30,7 +30,7 @@ import (
 //	    idle_ttl     <duration>
 //	    reuse_grace  <duration>
 //
-//	    user <id> <password-hash> [{
+//	    user <id> [<password-hash>] [{     # no hash: signs in with a passkey only
 //	        email <email>
 //	        name  <name>
 //	        roles <role...>
@@ -47,15 +47,16 @@ import (
 //	    require role <role...>
 //	    require mfa
 //	    mfa totp [issuer <text>] [encryption_key <base64>]
-//	    passkeys [on|off] [{
-//	        rp_id <domain>
-//	        rp_name <text>
-//	        origins <origin...>
-//	        user_verification required|preferred|discouraged
-//	    }]
 //	    throttle     <failures> <window> <ban> | off
 //	    max_concurrent_hashes <n>
 //	    token_cache  <entries>
+//
+//	    passkeys [on|off] [{
+//	        rp_id             <domain>
+//	        rp_name           <text>
+//	        origins           <origin...>
+//	        user_verification required|preferred|discouraged
+//	    }]
 //	}
 //
 // The fields of TokenAuth say what each option means and its
@@ -338,58 +339,6 @@ func parseMFA(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parsePasskeys: passkeys [on|off] [{ rp_id <domain>; rp_name <text>; origins <origin...>; user_verification required|preferred|discouraged }]
-func parsePasskeys(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	cfg := &PasskeysConfig{}
-	switch args := d.RemainingArgs(); {
-	case len(args) == 0, len(args) == 1 && args[0] == "on":
-	case len(args) == 1 && args[0] == "off":
-		cfg.Off = true
-	default:
-		return d.Errf("passkeys takes on or off, then an optional block")
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error // a value's error, at its line
-		switch option := d.Val(); option {
-		case "rp_id":
-			if err := oneArg(d, &cfg.RPID); err != nil {
-				return err
-			}
-			err = cfg.validateRPID()
-		case "rp_name":
-			if err := oneArg(d, &cfg.RPName); err != nil {
-				return err
-			}
-		case "origins":
-			origins := d.RemainingArgs()
-			if len(origins) == 0 {
-				return d.ArgErr()
-			}
-			for _, o := range origins {
-				if err = cfg.validateOrigin(o); err != nil {
-					break
-				}
-			}
-			cfg.Origins = append(cfg.Origins, origins...)
-		case "user_verification":
-			if err := oneArg(d, &cfg.UserVerification); err != nil {
-				return err
-			}
-			err = cfg.validateUserVerification()
-		default:
-			return d.Errf("unknown passkeys option %q", option)
-		}
-		if err != nil {
-			return d.Err(err.Error())
-		}
-	}
-	if err := cfg.validate(); err != nil { // rp_id given after origins outside it
-		return d.Err(err.Error())
-	}
-	ta.Passkeys = cfg
-	return nil
-}
-
 // parseThrottle: throttle <failures> <window> <ban> | throttle off
 func parseThrottle(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
@@ -439,6 +388,58 @@ func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
 	}
 	ta.TokenCache = &n
+	return nil
+}
+
+// parsePasskeys: passkeys [on|off] [{ rp_id <domain>; rp_name <text>; origins <origin...>; user_verification required|preferred|discouraged }]
+func parsePasskeys(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	cfg := &PasskeysConfig{}
+	switch args := d.RemainingArgs(); {
+	case len(args) == 0, len(args) == 1 && args[0] == "on":
+	case len(args) == 1 && args[0] == "off":
+		cfg.Off = true
+	default:
+		return d.Errf("passkeys takes on or off, then an optional block")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error // a value's error, at its line
+		switch option := d.Val(); option {
+		case "rp_id":
+			if err := oneArg(d, &cfg.RPID); err != nil {
+				return err
+			}
+			err = cfg.validateRPID()
+		case "rp_name":
+			if err := oneArg(d, &cfg.RPName); err != nil {
+				return err
+			}
+		case "origins":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.ArgErr()
+			}
+			for _, o := range origins {
+				if err = cfg.validateOrigin(o); err != nil {
+					break
+				}
+			}
+			cfg.Origins = append(cfg.Origins, origins...)
+		case "user_verification":
+			if err := oneArg(d, &cfg.UserVerification); err != nil {
+				return err
+			}
+			err = cfg.validateUserVerification()
+		default:
+			return d.Errf("unknown passkeys option %q", option)
+		}
+		if err != nil {
+			return d.Err(err.Error())
+		}
+	}
+	if err := cfg.validate(); err != nil { // rp_id given after origins outside it
+		return d.Err(err.Error())
+	}
+	ta.Passkeys = cfg
 	return nil
 }
 

@@ -584,6 +584,10 @@ func protocolDetail(err error) string {
 // options for navigator.credentials.get, with no allowCredentials (the
 // authenticator offers the passkeys it has for this site).
 func (ta *TokenAuth) handleLoginOptions(w http.ResponseWriter, r *http.Request) error {
+	// a banned client gets no challenges to fill the store with
+	if err := ta.checkIPBan(r.Context(), clientIP(r)); err != nil {
+		return ta.answerError(w, r, err)
+	}
 	rp, err := ta.relyingParty(r)
 	if err != nil {
 		return ta.answerError(w, r, err)

@@ -124,6 +124,9 @@
   let autofill = null; // the pending conditional request, aborted for the button
   const startAutofill = async () => {
     if (!document.querySelector('input[autocomplete~="webauthn"]')) return;
+    // after a refused passkey, wait for the person to choose again: an
+    // authenticator that answers at once would otherwise go round forever
+    if (new URLSearchParams(location.search).get('error') === 'passkey_failed') return;
     if (!PublicKeyCredential.isConditionalMediationAvailable) return;
     if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
     autofill = new AbortController();
@@ -145,7 +148,6 @@
       } finally {
         loginButton.disabled = false;
       }
-      startAutofill();
     });
   }
   if (supported) startAutofill();

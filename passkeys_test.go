@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenauth/caddy-token-auth/internal/testenv"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -43,15 +43,7 @@ func passkeyHandler(t *testing.T, cfg *PasskeysConfig) (*TokenAuth, *observer.Ob
 		},
 		Passkeys: cfg,
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := ta.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ta.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ta.Cleanup() })
+	provisionInProcess(t, ta)
 	core, logs := observer.New(zap.DebugLevel)
 	ta.logger = zap.New(core)
 	return ta, logs
@@ -196,6 +188,7 @@ func TestPasskeyRegisterThenSignIn(t *testing.T) {
 	}
 
 	// sign-in options name no credential: discoverable
+	successes := testutil.ToFloat64(tokenAuthMetrics.logins.WithLabelValues(ta.Realm, "passkey", "success"))
 	lo := loginOptions(t, ta)
 	var req requestOptions
 	_ = json.Unmarshal(lo, &req)
@@ -219,6 +212,9 @@ func TestPasskeyRegisterThenSignIn(t *testing.T) {
 	}
 	if !reflect.DeepEqual(claims.AMR, []string{"hwk", "mfa"}) || claims.AuthTime == nil {
 		t.Fatalf("amr %v auth_time %v, want [hwk mfa] and a time", claims.AMR, claims.AuthTime)
+	}
+	if n := testutil.ToFloat64(tokenAuthMetrics.logins.WithLabelValues(ta.Realm, "passkey", "success")); n != successes+1 {
+		t.Fatalf("passkey logins counted %v, want %v", n, successes+1)
 	}
 
 	// its refresh keeps amr and auth_time
@@ -386,14 +382,18 @@ func TestPasskeyFailuresAreThrottled(t *testing.T) {
 	ta, _ := passkeyHandler(t, nil)
 	a := newSoftAuthenticator(t)
 	addPasskey(t, ta, passwordAccess(t, ta, "alice", "alice-pw"), a, "key")
+	opts := loginOptions(t, ta) // taken before the ban
 	for i := 0; i < ta.throttle.Failures; i++ {
 		s := a.sign(loginOptions(t, ta), pkSite)
 		s.signature[10] ^= 1
 		wantInvalidLogin(t, pkDo(t, ta, "POST", "/authentication", passkeyLoginBody(s.json())), "tampered")
 	}
-	w := signInWith(t, ta, a)
+	w := pkDo(t, ta, "POST", "/authentication", passkeyLoginBody(a.sign(opts, pkSite).json()))
 	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("after %d failures: %d %s, want 429", ta.throttle.Failures, w.Code, w.Body)
+	}
+	if w := pkDo(t, ta, "POST", "/authentication/passkeys/login/options", ""); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("options for a banned client: %d, want 429", w.Code)
 	}
 }
 

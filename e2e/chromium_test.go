@@ -24,31 +24,20 @@ import (
 // (test.d/setup-chromium.sh does all three). Without them it fails under
 // CI=true and skips elsewhere.
 func TestBrowserLoginFlow(t *testing.T) {
-	chromium, node := needBrowser(t)
+	chromium, node := browserTools(t)
 	p := startExampleSite(t, "3s")
 	screenshot, err := screenshotPath(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "login-flow.test.mjs")
-	cmd.Dir = "../tests/browser"
-	cmd.Env = append(os.Environ(), "BASE_URL="+p.BaseURL, "SCREENSHOT="+screenshot, "CHROMIUM="+chromium)
-	out, err := cmd.CombinedOutput()
-	t.Logf("browser test:\n%s", out)
-	if err != nil {
-		t.Fatalf("browser test failed: %v\ncaddy logs:\n%s", err, p.Logs())
-	}
+	runBrowserTest(t, node, "login-flow.test.mjs", []string{"BASE_URL=" + p.BaseURL, "SCREENSHOT=" + screenshot, "CHROMIUM=" + chromium}, p)
 }
 
-// screenshotPath is where the login page's screenshot goes: an absolute
-// $LOGIN_PAGE_SCREENSHOT, or a file in the test's temporary directory.
-// needBrowser finds what the browser tests need: Debian's chromium (or
-// $CHROMIUM), node and playwright-core in tests/browser. Without them a
-// test fails under CI=true and skips elsewhere.
-func needBrowser(t *testing.T) (chromium, node string) {
+// browserTools finds what the browser tests drive: Chromium ($CHROMIUM,
+// default Debian's /usr/bin/chromium), node, and playwright-core installed
+// in tests/browser. Without them a test fails under CI=true and skips
+// elsewhere.
+func browserTools(t *testing.T) (chromium, node string) {
 	t.Helper()
 	chromium = os.Getenv("CHROMIUM")
 	if chromium == "" {
@@ -68,6 +57,29 @@ func needBrowser(t *testing.T) (chromium, node string) {
 	return chromium, node
 }
 
+// runBrowserTest runs tests/browser/<script> with node's test runner and
+// env, and fails the test, with the logs of the Caddy processes, when it
+// fails.
+func runBrowserTest(t *testing.T, node, script string, env []string, procs ...*caddyProc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "--test-concurrency=1", script)
+	cmd.Dir = "../tests/browser"
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("browser test:\n%s", out)
+	if err != nil {
+		var logs strings.Builder
+		for i, p := range procs {
+			fmt.Fprintf(&logs, "caddy #%d logs:\n%s\n", i+1, p.Logs())
+		}
+		t.Fatalf("browser test failed: %v\n%s", err, logs.String())
+	}
+}
+
+// screenshotPath is where the login page's screenshot goes: an absolute
+// $LOGIN_PAGE_SCREENSHOT, or a file in the test's temporary directory.
 func screenshotPath(t *testing.T) (string, error) {
 	path := os.Getenv("LOGIN_PAGE_SCREENSHOT")
 	if path == "" {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"os"
@@ -51,7 +50,7 @@ func mfaSiteBody(t *testing.T) string {
 // so a test run leaves the tree clean. It needs what TestBrowserLoginFlow
 // needs (test.d/setup-chromium.sh).
 func TestE2ETOTPBrowser(t *testing.T) {
-	chromium, node := needBrowser(t)
+	chromium, node := browserTools(t)
 	p := startCaddy(t, "", mfaSiteBody(t))
 	screenshot := filepath.Join(t.TempDir(), "mfa-code-page.png")
 	if path := os.Getenv("MFA_CODE_PAGE_SCREENSHOT"); path != "" {
@@ -61,16 +60,7 @@ func TestE2ETOTPBrowser(t *testing.T) {
 		}
 		screenshot = abs
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "totp-flow.test.mjs")
-	cmd.Dir = "../tests/browser"
-	cmd.Env = append(os.Environ(), "BASE_URL="+p.BaseURL, "SCREENSHOT="+screenshot, "CHROMIUM="+chromium)
-	out, err := cmd.CombinedOutput()
-	t.Logf("browser test:\n%s", out)
-	if err != nil {
-		t.Fatalf("browser test failed: %v\ncaddy logs:\n%s", err, p.Logs())
-	}
+	runBrowserTest(t, node, "totp-flow.test.mjs", []string{"BASE_URL=" + p.BaseURL, "SCREENSHOT=" + screenshot, "CHROMIUM=" + chromium}, p)
 }
 
 // TestE2EMFAResetCommand: `caddy token-auth-users mfa reset` through the
