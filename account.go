@@ -85,9 +85,15 @@ type secondFactorProvider interface {
 	accountSection(r *http.Request, user *User) (section SecondFactorSection, ok bool, err error)
 }
 
-// secondFactorProviders are the second factors the realm offers; none
-// yet, so the account page shows no second-factor section.
-func (ta *TokenAuth) secondFactorProviders() []secondFactorProvider { return nil }
+// secondFactorProviders are the second factors the realm offers (an
+// authenticator app with `mfa totp`, mfapage.go); without any, the
+// account page shows no second-factor section.
+func (ta *TokenAuth) secondFactorProviders() []secondFactorProvider {
+	if ta.totp == nil {
+		return nil
+	}
+	return []secondFactorProvider{totpAccountSection{ta}}
+}
 
 // accountNotices and accountErrors word the codes the page's query may
 // carry; unknown codes are ignored.

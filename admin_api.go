@@ -22,6 +22,7 @@ func init() {
 //	GET    /token_auth/<realm>/sessions?user=<id>   a user's sessions
 //	DELETE /token_auth/<realm>/sessions?user=<id>   revoke all of them
 //	DELETE /token_auth/<realm>/sessions/<sid>       revoke one session
+//	DELETE /token_auth/<realm>/mfa/<user>           remove a user's second factors, revoke their sessions
 //
 // Caddy loads every registered admin.api module with its admin server, so
 // nothing needs configuring; the admin endpoint's own access rules apply.
@@ -80,6 +81,9 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	// /token_auth/<realm>/sessions[/<sid>], realm and sid path-escaped
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), adminBase)
 	parts := strings.Split(rest, "/")
+	if len(parts) == 3 && parts[1] == "mfa" {
+		return a.serveMFAReset(w, r, parts[0], parts[2]) // mfa_admin.go
+	}
 	if len(parts) == 2 && parts[1] == "invites" && parts[0] != "" {
 		return a.serveInvites(w, r, parts[0]) // passkeys_invite.go
 	}

@@ -98,6 +98,9 @@ func (ta *TokenAuth) handleFormLogin(w http.ResponseWriter, r *http.Request) err
 			Password: form.Get("password"),
 		})
 	}
+	if token, ok := mfaTokenOf(err); ok {
+		return ta.startCodePage(w, r, token, redirect) // mfapage.go
+	}
 	if err != nil {
 		code := ta.browserErrorCode(r, err)
 		if code == "invalid_login" && form.Get("strategy") == "passkey" {

@@ -45,6 +45,8 @@ import (
 //	    cookies      on|off
 //	    login_page   <template-file>
 //	    require role <role...>
+//	    require mfa
+//	    mfa totp [issuer <text>] [encryption_key <base64>]
 //	    throttle     <failures> <window> <ban> | off
 //	    max_concurrent_hashes <n>
 //	    token_cache  <entries>
@@ -158,6 +160,8 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseTokenCache(ta, d)
 		case "identity_provider":
 			err = parseIdentityProvider(ta, d)
+		case "mfa":
+			err = parseMFA(ta, d)
 		case "passkeys":
 			err = parsePasskeys(ta, d)
 		default:
@@ -312,13 +316,41 @@ func parseCookies(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseRequire: require role <role...>
+// parseRequire: require role <role...> | require mfa
 func parseRequire(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "mfa" {
+		ta.RequireMFA = true
+		return nil
+	}
 	if len(args) < 2 || args[0] != "role" {
-		return d.Errf("require takes `role <role...>`")
+		return d.Errf("require takes `role <role...>` or `mfa`")
 	}
 	ta.RequireRoles = append(ta.RequireRoles, args[1:]...)
+	return nil
+}
+
+// parseMFA: mfa totp [issuer <text>] [encryption_key <base64>]
+func parseMFA(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 || args[0] != "totp" || len(args)%2 != 1 {
+		return d.Errf("mfa takes `totp [issuer <text>] [encryption_key <base64>]`")
+	}
+	cfg := &TOTPConfig{}
+	for i := 1; i < len(args); i += 2 {
+		switch args[i] {
+		case "issuer":
+			cfg.Issuer = args[i+1]
+		case "encryption_key":
+			cfg.EncryptionKey = args[i+1]
+		default:
+			return d.Errf("mfa totp: unknown option %q (want issuer or encryption_key)", args[i])
+		}
+	}
+	if ta.MFA == nil {
+		ta.MFA = &MFAConfig{}
+	}
+	ta.MFA.TOTP = cfg
 	return nil
 }
 

@@ -50,6 +50,8 @@ const everyOption = `token_auth {
 		token_cache  500
 		require      role admin
 		require      role editor
+		require      mfa
+		mfa          totp issuer "Example Shop" encryption_key {env.TOTP_KEY}
 		passkeys on {
 			rp_id             example.com
 			rp_name           "Example Shop"
@@ -91,6 +93,8 @@ func everyOptionConfig() TokenAuth {
 		MaxConcurrentHashes: 4,
 		TokenCache:          &tokenCache,
 		RequireRoles:        []string{"admin", "editor"},
+		RequireMFA:          true,
+		MFA:                 &MFAConfig{TOTP: &TOTPConfig{Issuer: "Example Shop", EncryptionKey: "{env.TOTP_KEY}"}},
 		Passkeys: &PasskeysConfig{RPID: "example.com", RPName: "Example Shop",
 			Origins: []string{"https://shop.example.com", "https://example.com"}, UserVerification: "required"},
 	}
@@ -190,6 +194,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"verify_key kid hs256", "verify_key takes a key id (or auto), an algorithm and a key"},
 		{"user", "user takes an id and a password hash"},
 		{"user alice " + testBcrypt + " extra", "user takes an id and a password hash"},
+		{"mfa", "mfa takes `totp [issuer <text>] [encryption_key <base64>]`"},
+		{"mfa sms", "mfa takes `totp"},
+		{"mfa totp issuer", "mfa takes `totp"},
+		{"mfa totp colour blue", `mfa totp: unknown option "colour"`},
+		{"require mfa extra", "require takes `role <role...>` or `mfa`"},
 		{"passkeys maybe", "passkeys takes on or off"},
 		{"passkeys on off", "passkeys takes on or off"},
 		{"passkeys {\n user_verification always\n}", "user_verification must be required, preferred or discouraged"},

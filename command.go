@@ -35,6 +35,7 @@ within a few seconds, without a reload.
   caddy token-auth-users update alice --file users.json --role staff --role admin
   caddy token-auth-users remove alice --file users.json
   caddy token-auth-users list --file users.json
+  caddy token-auth-users mfa reset alice --realm default   (through the admin API)
   caddy token-auth-users invite alice --realm default   (a passkey invitation link)
 
 The password (for add, and for update with --password) is prompted for
@@ -80,7 +81,7 @@ func setUpUsersCommand(cmd *cobra.Command) {
 		Use: "list", Short: "Lists the users (never their hashes)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runUsersCommand(c, "list", args) },
 	}
-	cmd.AddCommand(add, update, remove, list, inviteCommand()) // passkeys_invite.go
+	cmd.AddCommand(add, update, remove, list, inviteCommand(), mfaCommand()) // passkeys_invite.go, mfa_command.go
 }
 
 // usersEdit is one parsed invocation, separated from cobra and the

@@ -33,6 +33,10 @@ type authRequest struct {
 	RefreshToken string `json:"refreshToken"`
 	// refresh_token is the shape of the seed's refresh request.
 	RefreshTokenSnake string `json:"refresh_token"`
+	// The second step of a login with a second factor (mfa.go).
+	MFAToken     string `json:"mfa_token"`
+	Code         string `json:"code"`
+	RecoveryCode string `json:"recovery_code"`
 	// Credential is a passkey's AuthenticationResponseJSON (passkeys.go).
 	Credential json.RawMessage `json:"credential"`
 }
@@ -130,6 +134,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
 		return ta.reauthenticate(r.Context(), req.AccessToken)
+	case req.Strategy == "totp":
+		return ta.completeSecondFactor(r, req.MFAToken, req.Code, req.RecoveryCode)
 	case req.Strategy == "passkey":
 		return ta.passkeyLogin(r, req.Credential)
 	default:
@@ -152,7 +158,13 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 		ta.countLogin("failure")
 		return nil, errInvalidLogin()
 	}
-	session, err := ta.openSession(r.Context(), user, []string{"pwd"})
+	if methods, err := ta.secondFactorMethods(r.Context(), user); err != nil {
+		ta.countLogin("error")
+		return nil, err
+	} else if len(methods) > 0 {
+		return nil, ta.beginSecondFactor(r, user, methods)
+	}
+	session, err := ta.openSession(r.Context(), user, []string{amrPwd})
 	if err != nil {
 		ta.countLogin("error")
 		return nil, err
@@ -295,10 +307,7 @@ func (ta *TokenAuth) acceptAccess(ctx context.Context, raw string) (*accessClaim
 // presented access token, or with ?scope=global every session of its user.
 func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	raw, fromCookie := ta.accessToken(r)
-	if fromCookie && !csrfAllowed(r) {
-		return writeError(w, errCrossOrigin())
-	}
-	claims, user, err := ta.acceptAccess(r.Context(), raw)
+	claims, user, err := ta.signedInUser(r)
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

@@ -43,6 +43,10 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 		ta.countGuard("forbidden")
 		return writeError(w, newAPIError(http.StatusForbidden, "Missing a required role"))
 	}
+	if ta.RequireMFA && !hasTwoFactors(claims.AMR) {
+		ta.countGuard("mfa_required")
+		return ta.refuseOneFactor(w, r) // mfa.go
+	}
 	ta.countGuard("accepted")
 	setIdentityPlaceholders(r, claims)
 	return next.ServeHTTP(w, r)
@@ -161,7 +165,7 @@ type preparedGuard struct {
 }
 
 // guardResultIndex numbers guardResults for preparedGuard.guard.
-var guardResultIndex = [...]string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin"}
+var guardResultIndex = [...]string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin", "mfa_required"}
 
 func newPreparedGuard(realm string) (preparedGuard, error) {
 	var h preparedGuard
@@ -246,18 +250,29 @@ func (c *accessClaims) identityPlaceholders() []placeholder {
 }
 
 func buildIdentityPlaceholders(c *accessClaims) []placeholder {
-	vars := make([]placeholder, 0, 5+len(c.Extra))
+	vars := make([]placeholder, 0, 7+len(c.Extra))
 	vars = append(vars,
 		placeholder{"http.auth.user.id", c.Subject},
 		placeholder{"http.auth.user.sid", c.SID},
 		placeholder{"http.auth.user.email", c.Email},
 		placeholder{"http.auth.user.name", c.Name},
 		placeholder{"http.auth.user.roles", strings.Join(c.Roles, ",")},
+		placeholder{"http.auth.user.amr", strings.Join(c.AMR, ",")},
+		placeholder{"http.auth.user.auth_time", authTimeString(c.AuthTime)},
 	)
 	for k, v := range c.Extra {
 		vars = append(vars, placeholder{"http.auth.user." + k, claimString(v)})
 	}
 	return vars
+}
+
+// authTimeString is auth_time as a placeholder: Unix seconds, as in the
+// token, or "" when the token has none.
+func authTimeString(t *jwt.NumericDate) string {
+	if t == nil {
+		return ""
+	}
+	return strconv.FormatInt(t.Unix(), 10)
 }
 
 // claimString renders a custom claim for a placeholder: lists comma-joined.

@@ -36,10 +36,13 @@ func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub s
 	if handled, err := ta.serveIdPEndpoint(w, r, sub); handled {
 		return err
 	}
-	if handled, err := ta.servePasskeyEndpoint(w, r, sub); handled { // passkeys.go
+	if handled, err := ta.serveMFAEndpoint(w, r, sub); handled {
 		return err
 	}
-	if handled, err := ta.serveAccountEndpoint(w, r, sub); handled { // account.go
+	if handled, err := ta.servePasskeyEndpoint(w, r, sub); handled {
+		return err
+	}
+	if handled, err := ta.serveAccountEndpoint(w, r, sub); handled {
 		return err
 	}
 	switch {

@@ -94,14 +94,21 @@ func generatedKeyPath(realm string) string {
 var afterKeyMissing = func() {}
 
 // loadOrCreateGeneratedKey returns the realm's generated key from storage,
-// generating and storing it when there is none. Creation happens under the
-// storage's lock and re-checks for a key first, so instances sharing the
-// storage that start together end up with one key.
+// generating and storing it when there is none.
 func loadOrCreateGeneratedKey(ctx context.Context, storage certmagic.Storage, realm string) (pemData []byte, created bool, err error) {
-	key := generatedKeyPath(realm)
-	pemData, err = storage.Load(ctx, key)
+	return loadOrCreateInStorage(ctx, storage, generatedKeyPath(realm), generateEd25519PEM)
+}
+
+// loadOrCreateInStorage returns the value under key in storage, making it
+// with generate and storing it when there is none. Creation happens under
+// the storage's lock and re-checks for a value first, so instances sharing
+// the storage that start together end up with one value. The lock is one
+// per realm directory, for every generated key of the realm (its name
+// predates keys other than the signing key).
+func loadOrCreateInStorage(ctx context.Context, storage certmagic.Storage, key string, generate func() ([]byte, error)) (value []byte, created bool, err error) {
+	value, err = storage.Load(ctx, key)
 	if err == nil {
-		return pemData, false, nil
+		return value, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, fmt.Errorf("loading %s: %w", key, err)
@@ -120,21 +127,21 @@ func loadOrCreateGeneratedKey(ctx context.Context, storage certmagic.Storage, re
 		}
 	}()
 
-	pemData, err = storage.Load(ctx, key)
+	value, err = storage.Load(ctx, key)
 	if err == nil {
-		return pemData, false, nil // another instance made it meanwhile
+		return value, false, nil // another instance made it meanwhile
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, fmt.Errorf("loading %s: %w", key, err)
 	}
-	pemData, err = generateEd25519PEM()
+	value, err = generate()
 	if err != nil {
 		return nil, false, err
 	}
-	if err := storage.Store(ctx, key, pemData); err != nil {
+	if err := storage.Store(ctx, key, value); err != nil {
 		return nil, false, fmt.Errorf("storing %s: %w", key, err)
 	}
-	return pemData, true, nil
+	return value, true, nil
 }
 
 // generateEd25519PEM makes a new Ed25519 key as PKCS#8 PEM.

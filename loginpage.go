@@ -39,8 +39,9 @@ type LoginPageData struct {
 	// Error is a message to show after a failed attempt, else "".
 	Error string
 	// ErrorCode names the error for templates that word it themselves:
-	// invalid_login, session_expired, too_many_attempts, unavailable or
-	// bad_request; "" when there is none.
+	// invalid_login, session_expired, too_many_attempts, unavailable,
+	// bad_request, passkey_failed or mfa_expired (the second step of a
+	// login waited too long); "" when there is none.
 	ErrorCode string
 	// Notice is an informational message (after signing out), else "".
 	Notice string
@@ -90,6 +91,7 @@ var (
 		"bad_request":       "Please enter your username and password.",
 		"idp_failed":        "Signing in with that provider did not work, or that account may not sign in here.",
 		"passkey_failed":    "That passkey did not sign you in. Please try again.",
+		"mfa_expired":       "Signing in took too long. Please enter your password again.",
 	}
 	loginNotices = map[string]string{
 		"signed_out": "You have been signed out.",

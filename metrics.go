@@ -13,12 +13,13 @@ import (
 //	caddy_token_auth_logins_total{realm,method,result}   method password | passkey; result success | failure | throttled | busy | error
 //	caddy_token_auth_refreshes_total{realm,result}       rotated | graced | reused | revoked | expired | invalid | error
 //	caddy_token_auth_reuse_detections_total{realm}       refresh tokens presented again: the session was revoked
-//	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden
+//	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden | cross_origin | mfa_required
+//	caddy_token_auth_second_factor_total{realm,method,result} see secondFactorResults
 //
 // The counters are process-wide so they keep counting across config
 // reloads; each new config's registry gets them registered once.
 var tokenAuthMetrics = struct {
-	logins, refreshes, reuse, guard *prometheus.CounterVec
+	logins, refreshes, reuse, guard, secondFactor *prometheus.CounterVec
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "logins_total",
@@ -34,8 +35,12 @@ var tokenAuthMetrics = struct {
 	}, []string{"realm"}),
 	guard: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "guard_decisions_total",
-		Help: "Guarded requests, by decision (accepted, no_token, invalid_token: bad, expired or revoked, forbidden: missing role).",
+		Help: "Guarded requests, by decision (accepted, no_token, invalid_token: bad, expired or revoked, forbidden: missing role, cross_origin, mfa_required: one factor where require mfa is on).",
 	}, []string{"realm", "result"}),
+	secondFactor: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "token_auth", Name: "second_factor_total",
+		Help: "Second-factor events, by method (login: a password login needing one, totp, recovery_code, totp_setup) and result (required, success, failure, replayed, not_enrolled, throttled, invalid_token, enrolled, removed, reset, error).",
+	}, []string{"realm", "method", "result"}),
 }
 
 // Result labels that exist from the start (at zero), so dashboards and
@@ -52,7 +57,7 @@ var (
 // registered there is fine.
 func registerMetrics(reg prometheus.Registerer, realm string) error {
 	m := tokenAuthMetrics
-	for _, c := range []*prometheus.CounterVec{m.logins, m.refreshes, m.reuse, m.guard} {
+	for _, c := range []*prometheus.CounterVec{m.logins, m.refreshes, m.reuse, m.guard, m.secondFactor} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -73,6 +78,15 @@ func registerMetrics(reg prometheus.Registerer, realm string) error {
 	}
 	m.reuse.WithLabelValues(realm)
 	return nil
+}
+
+// countSecondFactor counts a second-factor event (mfa.go, totp.go).
+func (ta *TokenAuth) countSecondFactor(method, result string) {
+	countSecondFactor(ta.Realm, method, result)
+}
+
+func countSecondFactor(realm, method, result string) {
+	tokenAuthMetrics.secondFactor.WithLabelValues(realm, method, result).Inc()
 }
 
 func (ta *TokenAuth) countLogin(result string) {

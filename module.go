@@ -111,6 +111,17 @@ type TokenAuth struct {
 	// roles; others get 403.
 	RequireRoles []string `json:"require_roles,omitempty"`
 
+	// MFA lets users add a second factor (`mfa totp`): an authenticator
+	// app, asked for after the password.
+	MFA *MFAConfig `json:"mfa,omitempty"`
+
+	// RequireMFA lets through only tokens of a sign-in with two factors
+	// (amr "mfa"). A browser page load with a one-factor session is sent
+	// to a step-up page that asks for the missing factor and comes back
+	// (to set one up first if the user has none); other requests get 403
+	// with data.reason "mfa_required". Needs `mfa totp`.
+	RequireMFA bool `json:"require_mfa,omitempty"`
+
 	// Throttle bans a user id or a client IP (as Caddy determines it,
 	// honouring the server's trusted_proxies) after repeated failed logins:
 	// 429 with Retry-After, whatever password is sent. Default: 5 failures
@@ -154,6 +165,7 @@ type TokenAuth struct {
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 	idps      map[string]*idpRuntime // idp.go, by name
+	totp      *totpService // mfa.go, totp.go: nil without `mfa totp`
 	// passkeys.go: WebAuthn configurations by host
 	relyingParties *relyingParties
 }
@@ -188,6 +200,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.tokens = newTokenService(keys, ta.Issuer, ta.Audience, time.Duration(ta.AccessTTL))
 	ta.tokens.cache = newTokenCache(ta.tokenCacheSize())
+	if err := ta.provisionMFA(ctx); err != nil {
+		return err
+	}
 
 	usersFile := caddy.NewReplacer().ReplaceKnown(ta.UsersFile, "")
 	ta.users, err = newUserDirectory(ta.Users, usersFile, ta.logger)
@@ -267,6 +282,11 @@ func (ta *TokenAuth) Validate() error {
 	}
 	if *ta.ReuseGrace < 0 {
 		return fmt.Errorf("reuse_grace must not be negative")
+	}
+	if ta.RequireMFA && (ta.MFA == nil || ta.MFA.TOTP == nil) {
+		// the step-up page asks for a TOTP code (passkey sessions with
+		// user verification satisfy require mfa from their sign-in)
+		return fmt.Errorf("require mfa needs a second factor users can add: mfa totp")
 	}
 	if ta.Passkeys != nil {
 		if err := ta.Passkeys.validate(); err != nil {

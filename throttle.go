@@ -280,20 +280,8 @@ func (ta *TokenAuth) throttleKeys(r *http.Request, login string, isEmail bool) (
 func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
 	ctx := r.Context()
 	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
-	throttled := ta.throttled()
-	if throttled {
-		var longest time.Duration
-		for _, key := range []string{userKey, ipKey} {
-			left, err := ta.realm.failures.Banned(ctx, key)
-			if err != nil {
-				return nil, fmt.Errorf("reading login throttle: %w", err)
-			}
-			longest = max(longest, left)
-		}
-		if longest > 0 {
-			ta.logger.Info("login refused: throttled", zap.String("client_ip", ip), zap.String("user", login))
-			return nil, errTooManyFailures(longest)
-		}
+	if err := ta.refuseBanned(ctx, ip, login, userKey, ipKey); err != nil {
+		return nil, err
 	}
 
 	if !ta.hashSlots.acquire(ctx) {
@@ -310,36 +298,66 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 	// user name is the client's and could imitate other fields.
 	if user != nil {
 		ta.logger.Debug("password accepted", zap.String("client_ip", ip), zap.String("user", user.ID))
-		if !throttled {
-			return user, nil
-		}
-		// A success forgives only the failures it explains: this user's
-		// from this IP. Other IPs' failures against this user stand.
-		if err := ta.realm.failures.Forgive(ctx, userKey, ip); err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
-		}
-		if err := ta.realm.failures.Forgive(ctx, ipKey, userKey); err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
-		}
-		return user, nil
+		return user, ta.forgiveFailures(ctx, userKey, ipKey, ip)
 	}
 	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm), zap.String("user", login))
-	if !throttled {
-		return nil, nil
-	}
-	for _, c := range []struct{ key, source string }{{userKey, ip}, {ipKey, userKey}} {
-		if err := ta.countFailure(ctx, c.key, c.source, ip); err != nil {
-			return nil, err
-		}
-	}
-	return nil, nil
+	return nil, ta.countFailures(ctx, userKey, ipKey, ip)
 }
 
-// throttled says whether failed logins are counted. A handler built
-// without Provision (as some unit tests do) has a zero config and no
-// counter: it is not throttled.
+// throttled says whether failures are counted. A handler built without
+// Provision (as some unit tests do) has a zero config and no counter: it
+// is not throttled.
 func (ta *TokenAuth) throttled() bool {
 	return !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
+}
+
+// refuseBanned answers 429 while any of keys is banned; login is the
+// name the client gave, for the log.
+func (ta *TokenAuth) refuseBanned(ctx context.Context, ip, login string, keys ...string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	var longest time.Duration
+	for _, key := range keys {
+		left, err := ta.realm.failures.Banned(ctx, key)
+		if err != nil {
+			return fmt.Errorf("reading login throttle: %w", err)
+		}
+		longest = max(longest, left)
+	}
+	if longest > 0 {
+		ta.logger.Info("login refused: throttled", zap.String("client_ip", ip), zap.String("user", login))
+		return errTooManyFailures(longest)
+	}
+	return nil
+}
+
+// forgiveFailures is a success: it forgives only the failures it
+// explains, this user's from this IP. Other IPs' failures against this
+// user stand.
+func (ta *TokenAuth) forgiveFailures(ctx context.Context, userKey, ipKey, ip string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	if err := ta.realm.failures.Forgive(ctx, userKey, ip); err != nil {
+		return fmt.Errorf("updating login throttle: %w", err)
+	}
+	if err := ta.realm.failures.Forgive(ctx, ipKey, userKey); err != nil {
+		return fmt.Errorf("updating login throttle: %w", err)
+	}
+	return nil
+}
+
+// countFailures charges a failure to the user and the client IP, and
+// bans either at the limit.
+func (ta *TokenAuth) countFailures(ctx context.Context, userKey, ipKey, ip string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	if err := ta.countFailure(ctx, userKey, ip, ip); err != nil {
+		return err
+	}
+	return ta.countFailure(ctx, ipKey, userKey, ip)
 }
 
 // countFailure records one failed login of key from source, and bans key
@@ -362,18 +380,7 @@ func (ta *TokenAuth) countFailure(ctx context.Context, key, source, ip string) e
 // checkIPBan refuses (429) a sign-in without a user name (a passkey)
 // from a banned client IP.
 func (ta *TokenAuth) checkIPBan(ctx context.Context, ip string) error {
-	if !ta.throttled() {
-		return nil
-	}
-	left, err := ta.realm.failures.Banned(ctx, "ip:"+ip)
-	if err != nil {
-		return fmt.Errorf("reading login throttle: %w", err)
-	}
-	if left > 0 {
-		ta.logger.Info("login refused: throttled", zap.String("client_ip", ip))
-		return errTooManyFailures(left)
-	}
-	return nil
+	return ta.refuseBanned(ctx, ip, "", "ip:"+ip)
 }
 
 // countIPFailure counts a failed sign-in without a user name against the

@@ -1,0 +1,254 @@
+package tokenauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// Second factors: how a session says it was signed in (RFC 8176 amr), the
+// two-step login (a password, then a code against a single-use mfa_token)
+// and `require mfa` in the guard. The TOTP factor itself is in totp.go.
+
+// MFAConfig lets users add a second factor to their password.
+type MFAConfig struct {
+	// TOTP lets users add an authenticator app (RFC 6238 one-time codes:
+	// 6 digits, 30 seconds, SHA-1, what every authenticator app takes).
+	// A user who has set one up signs in with their password and then a
+	// code (or one of their recovery codes).
+	TOTP *TOTPConfig `json:"totp,omitempty"`
+}
+
+// amr values (RFC 8176 §2) of the sign-in methods.
+const (
+	amrPwd = "pwd" // a password
+	amrOTP = "otp" // a one-time code (TOTP or a recovery code)
+	amrMFA = "mfa" // two factors
+)
+
+// amrPasswordOTP is a sign-in with a password and a code.
+var amrPasswordOTP = []string{amrPwd, amrOTP, amrMFA}
+
+// hasTwoFactors says whether a sign-in used two factors: what `require
+// mfa` asks of a token. Every way of signing in with two factors (a
+// password and a code, a passkey with user verification) says "mfa".
+func hasTwoFactors(amr []string) bool {
+	return slices.Contains(amr, amrMFA)
+}
+
+// mfaLoginTTL is how long a password login waits for its second factor
+// (a variable for tests).
+var mfaLoginTTL = 5 * time.Minute
+
+// pendingLogin is what an mfa_token stands for: a user whose password was
+// right, waiting for a second factor.
+type pendingLogin struct {
+	User string    `json:"user"`
+	At   time.Time `json:"at"`
+}
+
+// mfaTokenKey is the KV key of an mfa_token: its hash, so that what the
+// store holds cannot be replayed as the token itself.
+func mfaTokenKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "mfa:login:" + hex.EncodeToString(sum[:])
+}
+
+// errMFARequired answers a password login that needs a second factor.
+func errMFARequired(token string, methods []string) *apiError {
+	e := newAPIError(http.StatusUnauthorized, "A second factor is required")
+	e.Data = map[string]any{"reason": "mfa_required", "mfa_token": token, "methods": methods}
+	return e
+}
+
+// errMFAStepUp refuses a one-factor token where `require mfa` is on.
+func errMFAStepUp() *apiError {
+	e := newAPIError(http.StatusForbidden, "This needs a sign-in with two factors")
+	e.Data = map[string]string{"reason": "mfa_required"}
+	return e
+}
+
+// errInvalidCode answers a wrong, replayed or unusable code.
+func errInvalidCode() *apiError {
+	e := newAPIError(http.StatusUnauthorized, "Invalid code")
+	e.Data = map[string]string{"reason": "invalid_code"}
+	return e
+}
+
+// secondFactorMethods lists the second factors user has set up, in the
+// order the login offers them; empty when the password is enough.
+func (ta *TokenAuth) secondFactorMethods(ctx context.Context, user *User) ([]string, error) {
+	if ta.totp == nil {
+		return nil, nil
+	}
+	enrolled, err := ta.totp.enrolled(ctx, ta.realm.store, user.ID)
+	if err != nil || !enrolled {
+		return nil, err
+	}
+	return []string{"totp"}, nil
+}
+
+// beginSecondFactor is the end of a password login for a user with a
+// second factor: no session yet, a single-use mfa_token instead.
+func (ta *TokenAuth) beginSecondFactor(r *http.Request, user *User, methods []string) error {
+	token := randomID()
+	value, err := json.Marshal(pendingLogin{User: user.ID, At: ta.now()})
+	if err != nil {
+		return err
+	}
+	if err := ta.realm.store.PutTemp(r.Context(), mfaTokenKey(token), value, mfaLoginTTL); err != nil {
+		return err
+	}
+	ta.countSecondFactor("login", "required")
+	ta.logger.Info("password accepted; second factor required", zap.String("client_ip", clientIP(r)),
+		zap.String("realm", ta.Realm), zap.String("user", user.ID), zap.Strings("methods", methods))
+	return errMFARequired(token, methods)
+}
+
+// completeSecondFactor answers {"strategy":"totp","mfa_token","code" or
+// "recovery_code"}: the second step of a login. A wrong code leaves the
+// mfa_token usable (until it expires) and counts toward the throttle of
+// the user and the client IP, as a wrong password does; the right one
+// consumes it and opens the session.
+func (ta *TokenAuth) completeSecondFactor(r *http.Request, mfaToken, code, recoveryCode string) (*authResult, error) {
+	ctx := r.Context()
+	if mfaToken == "" || (code == "") == (recoveryCode == "") {
+		return nil, newAPIError(http.StatusBadRequest, "Send mfa_token and either code or recovery_code")
+	}
+	raw, found, err := ta.realm.store.GetTemp(ctx, mfaTokenKey(mfaToken))
+	if err != nil {
+		return nil, err
+	}
+	var pending pendingLogin
+	if !found || json.Unmarshal(raw, &pending) != nil {
+		ta.countSecondFactor("login", "invalid_token")
+		return nil, errNotAuthenticated()
+	}
+	user := ta.users.byID(pending.User)
+	if user == nil || ta.totp == nil {
+		return nil, errNotAuthenticated()
+	}
+	if err := ta.checkSecondFactor(r, user, code, recoveryCode); err != nil {
+		return nil, err
+	}
+	if _, found, err := ta.realm.store.TakeTemp(ctx, mfaTokenKey(mfaToken)); err != nil {
+		return nil, err
+	} else if !found {
+		return nil, errNotAuthenticated() // spent by a concurrent request meanwhile
+	}
+	session, err := ta.openSession(ctx, user, slices.Clone(amrPasswordOTP))
+	if err != nil {
+		return nil, err
+	}
+	ta.countLogin("success")
+	ta.logger.Info("login succeeded", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+		zap.String("user", user.ID), zap.String("sid", session.ID), zap.Strings("amr", session.AMR))
+	return ta.issuePair(user, session, "totp")
+}
+
+// checkSecondFactor verifies a TOTP code or a recovery code of user,
+// throttled like passwords: a banned user or client IP gets 429 before
+// any check, a wrong code counts against both.
+func (ta *TokenAuth) checkSecondFactor(r *http.Request, user *User, code, recoveryCode string) error {
+	ctx := r.Context()
+	ip := clientIP(r)
+	userKey, ipKey := "user:"+user.ID, "ip:"+ip
+	method := "totp"
+	if recoveryCode != "" {
+		method = "recovery_code"
+	}
+	if err := ta.refuseBanned(ctx, ip, user.ID, userKey, ipKey); err != nil {
+		ta.countSecondFactor(method, "throttled")
+		return err
+	}
+	var result codeResult
+	var err error
+	if recoveryCode != "" {
+		result, err = ta.totp.useRecoveryCode(ctx, ta.realm.store, user.ID, recoveryCode)
+	} else {
+		result, err = ta.totp.checkUserCode(ctx, ta.realm.store, user.ID, code, ta.now())
+	}
+	if err != nil {
+		ta.countSecondFactor(method, "error")
+		return err
+	}
+	if result != codeAccepted {
+		ta.countSecondFactor(method, result.String())
+		ta.logger.Info("second factor failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
+			zap.String("user", user.ID), zap.String("method", method), zap.String("reason", result.String()))
+		if err := ta.countFailures(ctx, userKey, ipKey, ip); err != nil {
+			return err
+		}
+		return errInvalidCode()
+	}
+	ta.countSecondFactor(method, "success")
+	ta.logger.Info("second factor accepted", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
+		zap.String("user", user.ID), zap.String("method", method))
+	return ta.forgiveFailures(ctx, userKey, ipKey, ip)
+}
+
+// stepUp upgrades a one-factor session to two factors after a code of its
+// user.
+func (ta *TokenAuth) stepUp(r *http.Request, user *User, sid, code, recoveryCode string) (*authResult, error) {
+	if err := ta.checkSecondFactor(r, user, code, recoveryCode); err != nil {
+		return nil, err
+	}
+	return ta.stepUpSession(r, user, sid)
+}
+
+// stepUpSession records a second factor on a session: the same session
+// (id, generation, lifetime), a new amr and auth_time, and new tokens that
+// carry them.
+func (ta *TokenAuth) stepUpSession(r *http.Request, user *User, sid string) (*authResult, error) {
+	now := ta.now()
+	s, err := ta.realm.store.Update(r.Context(), sid, func(in *SignIn) error {
+		in.AMR = mergeAMR(in.AMR, amrOTP, amrMFA)
+		in.AuthTime = now
+		return nil
+	})
+	if errors.Is(err, ErrSessionNotFound) {
+		return nil, errNotAuthenticated()
+	}
+	if err != nil {
+		return nil, err
+	}
+	ta.logger.Info("session stepped up to two factors", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+		zap.String("user", user.ID), zap.String("sid", sid), zap.Strings("amr", s.AMR))
+	return ta.issuePair(user, s, "totp")
+}
+
+// mergeAMR adds methods to amr, each once, keeping amr's order.
+func mergeAMR(amr []string, methods ...string) []string {
+	out := slices.Clone(amr)
+	for _, m := range methods {
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// provisionMFA loads what the configured second factors need.
+func (ta *TokenAuth) provisionMFA(ctx caddy.Context) error {
+	if ta.MFA == nil || ta.MFA.TOTP == nil {
+		return nil
+	}
+	if ta.RequireMFA && !ta.cookiesEnabled() {
+		ta.logger.Info("require mfa with cookies off: one-factor tokens get 403, there is no step-up page")
+	}
+	svc, err := ta.MFA.TOTP.provision(ctx, ta.Realm, ta.logger)
+	if err != nil {
+		return fmt.Errorf("mfa totp: %w", err)
+	}
+	ta.totp = svc
+	return nil
+}
