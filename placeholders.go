@@ -20,13 +20,14 @@ func (c *accessClaims) identityPlaceholders() []placeholder {
 }
 
 func buildIdentityPlaceholders(c *accessClaims) []placeholder {
-	vars := make([]placeholder, 0, 5+len(c.Extra))
+	vars := make([]placeholder, 0, 6+len(c.Extra))
 	vars = append(vars,
 		placeholder{"http.auth.user.id", c.Subject},
 		placeholder{"http.auth.user.sid", c.SID},
 		placeholder{"http.auth.user.email", c.Email},
 		placeholder{"http.auth.user.name", c.Name},
 		placeholder{"http.auth.user.roles", strings.Join(c.Roles, ",")},
+		placeholder{"http.auth.user.cnf_jkt", c.boundKey()}, // the DPoP key's thumbprint, "" for bearer tokens
 	)
 	for k, v := range c.Extra {
 		vars = append(vars, placeholder{"http.auth.user." + k, claimString(v)})

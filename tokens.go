@@ -31,13 +31,29 @@ var errInvalidToken = errors.New("invalid token")
 // are carried at the top level and kept in Extra.
 type accessClaims struct {
 	jwt.RegisteredClaims
-	SID   string         `json:"sid"`
-	Email string         `json:"email,omitempty"`
-	Name  string         `json:"name,omitempty"`
-	Roles []string       `json:"roles,omitempty"`
+	SID   string   `json:"sid"`
+	Email string   `json:"email,omitempty"`
+	Name  string   `json:"name,omitempty"`
+	Roles []string `json:"roles,omitempty"`
+	// CNF binds the token to a DPoP key (dpop.go); nil for bearer tokens.
+	CNF   *confirmation  `json:"cnf,omitempty"`
 	Extra map[string]any `json:"-"`
 
 	vars []placeholder // identity placeholders, set once before sharing (tokencache.go)
+}
+
+// confirmation is the `cnf` claim (RFC 7800) of a token bound to a DPoP
+// key: the key's RFC 7638 thumbprint (RFC 9449 §6.1).
+type confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// boundKey is the thumbprint of the DPoP key the token is bound to, or "".
+func (c *accessClaims) boundKey() string {
+	if c.CNF == nil {
+		return ""
+	}
+	return c.CNF.JKT
 }
 
 // accessClaimsFields is accessClaims without its JSON methods.
@@ -122,6 +138,12 @@ func randomID() string {
 // issueAccess signs an access token for u in session sid. It never outlives
 // the session.
 func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (string, *accessClaims, error) {
+	return ts.issueBoundAccess(u, sid, "", sessionEnd)
+}
+
+// issueBoundAccess is issueAccess for a session bound to the DPoP key of
+// thumbprint jkt: the token carries it as cnf.jkt ("" binds nothing).
+func (ts *tokenService) issueBoundAccess(u *User, sid, jkt string, sessionEnd time.Time) (string, *accessClaims, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
 	if sessionEnd.Before(exp) {
@@ -134,6 +156,9 @@ func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (
 		Name:             u.Name,
 		Roles:            u.Roles,
 		Extra:            u.Claims,
+	}
+	if jkt != "" {
+		claims.CNF = &confirmation{JKT: jkt}
 	}
 	tok, err := ts.sign(typAccess, claims)
 	return tok, claims, err

@@ -43,7 +43,7 @@ type User struct {
 var reservedClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
 	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
-	"id": true, "typ": true,
+	"id": true, "typ": true, "cnf": true,
 }
 
 // publicUser is the `user` object of endpoint answers: never a hash.
