@@ -3,6 +3,7 @@ package tokenauth
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -21,6 +22,31 @@ type Session struct {
 	// IdleTTL is kept with the session so that a store can expire it
 	// without knowing the realm's configuration.
 	IdleTTL time.Duration `json:"idle_ttl"`
+	// SignIn says how the person signed in; Update changes it.
+	SignIn
+}
+
+// SignIn holds the facts about how a session was signed in that its tokens
+// carry and the capabilities act on. Zero values mean "none". Stores keep
+// it as one unit, so adding a field here needs no store change.
+type SignIn struct {
+	// AMR lists how the person authenticated (RFC 8176 values: pwd, otp,
+	// hwk, mfa; fed for an identity provider); AuthTime is when.
+	AMR      []string  `json:"amr,omitempty"`
+	AuthTime time.Time `json:"auth_time,omitzero"`
+	// JKT binds the session to a DPoP key (its RFC 7638 thumbprint).
+	JKT string `json:"jkt,omitempty"`
+	// IdP is the identity provider that signed the person in, IdPSID that
+	// provider's session id (for back-channel logout).
+	IdP    string `json:"idp,omitempty"`
+	IdPSID string `json:"idp_sid,omitempty"`
+	// Parent is the portal session this site session is linked to (single sign-on).
+	Parent string `json:"parent,omitempty"`
+}
+
+// isZero says whether nothing is known about the sign-in.
+func (s SignIn) isZero() bool {
+	return len(s.AMR) == 0 && s.AuthTime.IsZero() && s.JKT == "" && s.IdP == "" && s.IdPSID == "" && s.Parent == ""
 }
 
 // deadline is the moment the session stops being refreshable, whichever
@@ -54,8 +80,15 @@ type Store interface {
 	// ListRevoked returns every revoked session not yet expired, so that a
 	// starting instance knows which access tokens to refuse.
 	ListRevoked(ctx context.Context) ([]Session, error)
+	// Update applies change to a live session's SignIn atomically (a
+	// step-up, a DPoP binding) and returns the session as it is afterwards;
+	// nothing else of the session changes, whatever change does to it.
+	// Unknown, revoked or expired sessions give ErrSessionNotFound.
+	Update(ctx context.Context, sid string, change func(*SignIn) error) (Session, error)
 	// Close releases the store's resources.
 	Close() error
+	// KV holds the realm's small records beside its sessions.
+	KV
 }
 
 // Errors a Store returns.
@@ -104,6 +137,21 @@ func decideRotation(s *Session, presented uint64, now time.Time, grace time.Dura
 		s.Revoked = true
 		return reused
 	}
+}
+
+// updateSignIn is Update's rule, shared by every store: the session must
+// be live; change sees a copy of its SignIn, and only that is written back.
+func updateSignIn(s *Session, now time.Time, change func(*SignIn) error) error {
+	if s.Revoked || sessionExpired(*s, now) {
+		return ErrSessionNotFound
+	}
+	next := s.SignIn
+	next.AMR = slices.Clone(next.AMR)
+	if err := change(&next); err != nil {
+		return err
+	}
+	s.SignIn = next
+	return nil
 }
 
 // changesSession says whether a rotation outcome must be written back.

@@ -146,6 +146,34 @@ func (b *boltStore) Rotate(_ context.Context, sid string, presented uint64, now 
 	return s, outcome, unavailable(err)
 }
 
+func (b *boltStore) Update(_ context.Context, sid string, change func(*SignIn) error) (s Session, err error) {
+	// An unknown session, or change's own error, is an answer, not a
+	// failure: it must not roll back the commits sharing its group.
+	var answer error
+	err = b.commit.do(func(tx *bolt.Tx) error {
+		answer = nil
+		s, err = b.get(tx, sid)
+		if errors.Is(err, ErrSessionNotFound) {
+			answer = err
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if answer = updateSignIn(&s, time.Now(), change); answer != nil {
+			return nil
+		}
+		return b.put(tx, s)
+	})
+	if err != nil {
+		return Session{}, unavailable(err)
+	}
+	if answer != nil {
+		return Session{}, answer
+	}
+	return s, nil
+}
+
 func (b *boltStore) Revoke(_ context.Context, sid string) error {
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		return b.revoke(tx, sid)
@@ -247,6 +275,9 @@ func (b *boltStore) purge(now time.Time) error {
 			return nil
 		})
 		if err != nil {
+			return err
+		}
+		if err := b.purgeTemp(tx, now); err != nil {
 			return err
 		}
 		for _, s := range dead {

@@ -11,10 +11,11 @@ import (
 type memoryStore struct {
 	mu       sync.Mutex
 	sessions map[string]Session
+	memoryKV
 }
 
 func newMemoryStore() *memoryStore {
-	return &memoryStore{sessions: make(map[string]Session)}
+	return &memoryStore{sessions: make(map[string]Session), memoryKV: newMemoryKV()}
 }
 
 func (m *memoryStore) Create(_ context.Context, s Session) error {
@@ -46,6 +47,20 @@ func (m *memoryStore) Rotate(_ context.Context, sid string, presented uint64, no
 		m.sessions[sid] = s
 	}
 	return s, outcome, nil
+}
+
+func (m *memoryStore) Update(_ context.Context, sid string, change func(*SignIn) error) (Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[sid]
+	if !ok {
+		return Session{}, ErrSessionNotFound
+	}
+	if err := updateSignIn(&s, time.Now(), change); err != nil {
+		return Session{}, err
+	}
+	m.sessions[sid] = s
+	return s, nil
 }
 
 func (m *memoryStore) Revoke(_ context.Context, sid string) error {
@@ -102,6 +117,7 @@ func (m *memoryStore) filter(now time.Time, keep func(Session) bool) []Session {
 // purge drops expired sessions.
 func (m *memoryStore) purge(now time.Time) error {
 	m.filter(now, func(Session) bool { return false })
+	m.purgeTemp(now)
 	return nil
 }
 

@@ -190,6 +190,10 @@ func decodeSession(sid string, fields []string) (Session, error) {
 		return Session{}, fmt.Errorf("%w: decoding session %q: %v", ErrStoreUnavailable, sid, err)
 	}
 	idle, _ := strconv.ParseInt(m["idle_ttl"], 10, 64)
+	signIn, err := decodeSignIn(m["signin"])
+	if err != nil {
+		return Session{}, fmt.Errorf("%w: decoding session %q: %v", ErrStoreUnavailable, sid, err)
+	}
 	return Session{
 		ID:         sid,
 		User:       m["user"],
@@ -200,6 +204,7 @@ func decodeSession(sid string, fields []string) (Session, error) {
 		RotatedAt:  decodeTime(m["rotated_at"]),
 		Revoked:    m["revoked"] == "1",
 		IdleTTL:    time.Duration(idle) * time.Microsecond,
+		SignIn:     signIn,
 	}, nil
 }
 
@@ -261,13 +266,14 @@ func luaScript(body string) *redis.Script {
 }
 
 // createScript: KEYS = prefix; ARGV = sid, user, created, last_used,
-// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms.
+// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms, sign-in JSON.
 var createScript = luaScript(`
 local prefix, sid, user = KEYS[1], ARGV[1], ARGV[2]
 local key = prefix .. 's:' .. sid
 redis.call('DEL', key)
 redis.call('HSET', key, 'user', user, 'created', ARGV[3], 'last_used', ARGV[4],
-  'expires', ARGV[5], 'gen', ARGV[6], 'rotated_at', ARGV[7], 'revoked', ARGV[8], 'idle_ttl', ARGV[9])
+  'expires', ARGV[5], 'gen', ARGV[6], 'rotated_at', ARGV[7], 'revoked', ARGV[8], 'idle_ttl', ARGV[9],
+  'signin', ARGV[12])
 local exp_ms, now_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
 redis.call('PEXPIREAT', key, ARGV[10])
 redis.call('SADD', prefix .. 'u:' .. user, sid)
@@ -362,7 +368,7 @@ func (r *redisStore) Create(ctx context.Context, s Session) error {
 		s.ID, s.User, encodeTime(s.Created), encodeTime(s.LastUsed), encodeTime(s.Expires),
 		strconv.FormatUint(s.Generation, 10), encodeTime(s.RotatedAt), revoked,
 		strconv.FormatInt(s.IdleTTL.Microseconds(), 10),
-		expiryMillis(s.deadline()), time.Now().UnixMilli()).Err()
+		expiryMillis(s.deadline()), time.Now().UnixMilli(), encodeSignIn(s.SignIn)).Err()
 	return r.check(err)
 }
 
