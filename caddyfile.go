@@ -87,6 +87,7 @@ var subdirectives = map[string]func(*TokenAuth, *caddyfile.Dispenser) error{
 	"store":       parseStore,
 	"require":     parseRequire,
 	"token_cache": parseTokenCache,
+	"dpop":        parseDPoP,
 }
 
 // oneArg reads exactly one argument into dst.
@@ -263,6 +264,29 @@ func parseRequire(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		return d.Errf("require takes `role <role...>`")
 	}
 	ta.RequireRoles = append(ta.RequireRoles, args[1:]...)
+	return nil
+}
+
+// parseDPoP: dpop off|optional|required [{ iat_window <duration> }]
+func parseDPoP(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	cfg := DPoPConfig{}
+	if err := oneArg(d, &cfg.Mode); err != nil {
+		return err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "iat_window":
+			if err := durationArg(d, &cfg.IATWindow); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown dpop option %q", d.Val())
+		}
+	}
+	if err := cfg.resolved().validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	ta.DPoP = &cfg
 	return nil
 }
 

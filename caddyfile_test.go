@@ -48,6 +48,9 @@ const everyOption = `token_auth {
 		token_cache  500
 		require      role admin
 		require      role editor
+		dpop         required {
+			iat_window 30s
+		}
 	}`
 
 // everyOptionConfig is what everyOption configures.
@@ -82,6 +85,7 @@ func everyOptionConfig() TokenAuth {
 		MaxConcurrentHashes: 4,
 		TokenCache:          &tokenCache,
 		RequireRoles:        []string{"admin", "editor"},
+		DPoP:                &DPoPConfig{Mode: "required", IATWindow: caddy.Duration(30 * time.Second)},
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
 )
 
 // DPoP (RFC 9449) binds a session and its access tokens to a key pair the
@@ -400,4 +401,188 @@ func htu(scheme, host, path string) string {
 		path = "/"
 	}
 	return scheme + "://" + host + path
+}
+
+// Errors the endpoint and the guard answer refused proofs with.
+func errDPoPProof(status int) *apiError {
+	e := newAPIError(status, "Invalid DPoP proof")
+	e.Data = map[string]string{"reason": "invalid_dpop_proof"}
+	return e
+}
+
+// proofForEndpoint verifies the proof of a login or refresh: its key's
+// thumbprint, "" when there is none and none is needed. A bad proof is 401
+// invalid_dpop_proof; none at all is 400 with dpop required.
+func (ta *TokenAuth) proofForEndpoint(r *http.Request) (string, error) {
+	if !ta.dpop.on() {
+		return "", nil
+	}
+	jkt, err := ta.dpop.verifyProof(r, "")
+	switch {
+	case err == nil:
+		return jkt, nil
+	case errors.Is(err, errNoProof) && ta.dpop.required():
+		return "", errDPoPProof(http.StatusBadRequest)
+	case errors.Is(err, errNoProof):
+		return "", nil
+	case errors.Is(err, errBadProof):
+		ta.logger.Info("DPoP proof refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("path", r.URL.Path), zap.Error(err))
+		return "", errDPoPProof(http.StatusUnauthorized)
+	}
+	return "", err // the store
+}
+
+// bindProof binds a session about to be created to the key of the
+// request's DPoP proof (s.JKT), or leaves it unbound when the request has
+// none and dpop is not required. Every sign-in path (password, passkey,
+// identity provider) calls it, through openSession, before the session is
+// stored; its error is the answer to the sign-in.
+func (ta *TokenAuth) bindProof(r *http.Request, s *Session) error {
+	jkt, err := ta.proofForEndpoint(r)
+	if err != nil {
+		return err
+	}
+	s.JKT = jkt
+	return nil
+}
+
+// refreshProof checks a refresh's proof against the session's binding
+// BEFORE the session rotates, so that a thief without the key changes
+// nothing: a bound session needs a proof by its key, else 401
+// invalid_dpop_proof and the session goes on. An unbound session with a
+// proof becomes bound to it. It returns the key the new tokens are bound
+// to ("" for none).
+func (ta *TokenAuth) refreshProof(r *http.Request, sid string) (string, error) {
+	jkt, err := ta.proofForEndpoint(r)
+	if err != nil {
+		return "", err
+	}
+	s, err := ta.realm.store.Get(r.Context(), sid)
+	if errors.Is(err, ErrSessionNotFound) {
+		return jkt, nil // Rotate refuses it
+	}
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case s.JKT == jkt:
+		return jkt, nil
+	case s.JKT != "":
+		ta.logger.Info("refresh refused: not proven by the session's DPoP key", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+			zap.String("user", s.User), zap.String("sid", sid), zap.Bool("proof", jkt != ""))
+		return "", errDPoPProof(http.StatusUnauthorized)
+	}
+	// unbound, with a proof: bind it (unless a concurrent refresh just did, to another key)
+	_, err = ta.realm.store.Update(r.Context(), sid, func(in *SignIn) error {
+		if in.JKT != "" && in.JKT != jkt {
+			return errDPoPProof(http.StatusUnauthorized)
+		}
+		in.JKT = jkt
+		return nil
+	})
+	if errors.Is(err, ErrSessionNotFound) {
+		return jkt, nil
+	}
+	return jkt, err
+}
+
+// dpopAccessToken returns the token of an `Authorization: DPoP <token>`
+// header (RFC 9449 §7.1).
+func dpopAccessToken(r *http.Request) (string, bool) {
+	scheme, token, found := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	if !found || !strings.EqualFold(scheme, "DPoP") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// tokenBinding decides whether an accepted access token may be used as it
+// was presented (viaDPoP: with the DPoP scheme): a bound token only with
+// the DPoP scheme and a proof by its key whose ath is its hash; a token
+// with the DPoP scheme must be bound; with dpop required every token must.
+// It returns the RFC 9449 §7.1 error code ("" when accepted), or a store
+// failure.
+func (ta *TokenAuth) tokenBinding(r *http.Request, raw string, claims *accessClaims, viaDPoP bool) (string, error) {
+	bound := claims.boundKey()
+	switch {
+	case bound == "" && (viaDPoP || ta.dpop.required()):
+		return "invalid_token", nil
+	case bound == "":
+		return "", nil
+	case !viaDPoP || !ta.dpop.on():
+		return "invalid_token", nil // a bound token as Bearer, from a cookie, or with dpop off
+	}
+	jkt, err := ta.dpop.verifyProof(r, raw)
+	switch {
+	case err == nil && jkt == bound:
+		return "", nil
+	case err == nil:
+		err = badProof("signed by another key than the token's")
+	case !errors.Is(err, errNoProof) && !errors.Is(err, errBadProof):
+		return "", err // the store
+	}
+	ta.logger.Debug("DPoP proof refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("sid", claims.SID), zap.Error(err))
+	return "invalid_dpop_proof", nil
+}
+
+// refuseDPoP answers 401 with a DPoP challenge (RFC 9449 §7.1).
+func (ta *TokenAuth) refuseDPoP(w http.ResponseWriter, dpopError string) error {
+	challenge := `DPoP algs="` + dpopAlgs + `"`
+	if dpopError != "" {
+		challenge = fmt.Sprintf("DPoP error=%q, algs=%q", dpopError, dpopAlgs)
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	e := errNotAuthenticated()
+	if dpopError != "" {
+		e.Data = map[string]string{"reason": dpopError}
+	}
+	return writeError(w, e)
+}
+
+// boundTokenType is the token_type of an answer: "DPoP" for tokens bound
+// to a key, "" (absent) for bearer tokens.
+func boundTokenType(jkt string) string {
+	if jkt == "" {
+		return ""
+	}
+	return "DPoP"
+}
+
+// failureResult is the metric label of a failed sign-in or
+// refresh: a refused DPoP proof, or a server fault.
+func failureResult(err error) string {
+	var apiErr *apiError
+	if errors.As(err, &apiErr) {
+		if data, ok := apiErr.Data.(map[string]string); ok && data["reason"] == "invalid_dpop_proof" {
+			return "invalid_dpop_proof"
+		}
+	}
+	return "error"
+}
+
+// presentedAccessToken is accessToken (cookies.go) plus the DPoP scheme:
+// the token of `Authorization: DPoP <token>` (viaDPoP), else the Bearer
+// token or the access cookie.
+func (ta *TokenAuth) presentedAccessToken(r *http.Request) (raw string, fromCookie, viaDPoP bool) {
+	raw, fromCookie = ta.accessToken(r)
+	if raw == "" || fromCookie { // a DPoP header is never taken for a Bearer one
+		if token, ok := dpopAccessToken(r); ok {
+			return token, false, true
+		}
+	}
+	return raw, fromCookie, false
+}
+
+// endpointBinding is tokenBinding for the endpoint's own uses of an
+// access token (logout, Feathers' reAuthenticate): a refusal is a 401
+// with data.reason the DPoP error.
+func (ta *TokenAuth) endpointBinding(r *http.Request, raw string, claims *accessClaims, viaDPoP bool) error {
+	dpopError, err := ta.tokenBinding(r, raw, claims, viaDPoP)
+	if err != nil || dpopError == "" {
+		return err
+	}
+	e := errNotAuthenticated()
+	e.Data = map[string]string{"reason": dpopError}
+	return e
 }

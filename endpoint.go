@@ -48,6 +48,9 @@ func (a *authRequest) refreshToken() string {
 type authResult struct {
 	AccessToken    string         `json:"accessToken"`
 	RefreshToken   string         `json:"refreshToken,omitempty"`
+	// TokenType is "DPoP" when the tokens are bound to the client's DPoP
+	// key (RFC 9449 §5), absent for bearer tokens.
+	TokenType      string         `json:"token_type,omitempty"`
 	Authentication authInfo       `json:"authentication"`
 	User           map[string]any `json:"user"`
 	// sessionEnd is when the session stops being refreshable: the
@@ -127,7 +130,7 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 	case req.Strategy == "local":
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
-		return ta.reauthenticate(req.AccessToken)
+		return ta.reauthenticate(r, req.AccessToken)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -148,9 +151,9 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 		ta.countLogin("failure")
 		return nil, errInvalidLogin()
 	}
-	session, err := ta.openSession(r.Context(), user)
+	session, err := ta.openSession(r, user)
 	if err != nil {
-		ta.countLogin("error")
+		ta.countLogin(failureResult(err))
 		return nil, err
 	}
 	ta.countLogin("success")
@@ -158,7 +161,9 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
-func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, error) {
+// openSession creates the session of a sign-in, bound to the key of the
+// request's DPoP proof if it has one (bindProof).
+func (ta *TokenAuth) openSession(r *http.Request, user *User) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -169,13 +174,16 @@ func (ta *TokenAuth) openSession(ctx context.Context, user *User) (Session, erro
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
 	}
-	return s, ta.realm.store.Create(ctx, s)
+	if err := ta.bindProof(r, &s); err != nil {
+		return Session{}, err
+	}
+	return s, ta.realm.store.Create(r.Context(), s)
 }
 
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueAccess(user, s.ID, s.deadline())
+	access, claims, err := ta.tokens.issueBoundAccess(user, s.ID, s.JKT, s.deadline())
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}
@@ -187,6 +195,7 @@ func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authRes
 		AccessToken:    access,
 		RefreshToken:   refresh,
 		Authentication: authInfo{Strategy: strategy, AccessToken: access, Payload: claims.payload()},
+		TokenType:      boundTokenType(s.JKT),
 		User:           user.publicUser(),
 		sessionEnd:     s.deadline(),
 	}, nil
@@ -200,6 +209,11 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 		ta.countRefresh("invalid")
 		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("reason", "invalid_token"))
 		return nil, errNotAuthenticated()
+	}
+	jkt, err := ta.refreshProof(r, claims.SID) // dpop.go: before rotating, so a refused proof changes nothing
+	if err != nil {
+		ta.countRefresh(failureResult(err))
+		return nil, err
 	}
 	s, outcome, err := ta.realm.store.Rotate(r.Context(), claims.SID, claims.Generation, ta.now(), time.Duration(*ta.ReuseGrace))
 	if errors.Is(err, ErrSessionNotFound) {
@@ -227,6 +241,11 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", outcome.String()))
 		return nil, errNotAuthenticated()
 	}
+	if s.JKT != jkt {
+		// bound to another key by a refresh racing this one: nothing rotated for it
+		ta.countRefresh("invalid_dpop_proof")
+		return nil, errDPoPProof(http.StatusUnauthorized)
+	}
 	user := ta.users.byID(s.User)
 	if user == nil {
 		// the account was removed: its sessions end with it
@@ -244,9 +263,13 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 
 // reauthenticate answers Feathers' reAuthenticate: the same access token
 // back, with its payload and user, if it is still accepted.
-func (ta *TokenAuth) reauthenticate(raw string) (*authResult, error) {
+func (ta *TokenAuth) reauthenticate(r *http.Request, raw string) (*authResult, error) {
 	claims, user, err := ta.acceptAccess(raw)
 	if err != nil {
+		return nil, err
+	}
+	// a bound token in the body needs a proof by its key in the DPoP header
+	if err := ta.endpointBinding(r, raw, claims, claims.CNF != nil); err != nil {
 		return nil, err
 	}
 	return &authResult{
@@ -273,11 +296,14 @@ func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
 // handleLogout answers DELETE {endpoint}: revokes the session of the
 // presented access token, or with ?scope=global every session of its user.
 func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
-	raw, fromCookie := ta.accessToken(r)
+	raw, fromCookie, viaDPoP := ta.presentedAccessToken(r)
 	if fromCookie && !csrfAllowed(r) {
 		return writeError(w, errCrossOrigin())
 	}
 	claims, user, err := ta.acceptAccess(raw)
+	if err == nil {
+		err = ta.endpointBinding(r, raw, claims, viaDPoP)
+	}
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

@@ -132,6 +132,12 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// DPoP binds sessions and their access tokens to a key pair the client
+	// holds (RFC 9449), so that a copied token is useless without the
+	// private key: see docs/dpop.md. Default: mode optional (clients that
+	// send DPoP proofs get bound tokens, others bearer tokens).
+	DPoP *DPoPConfig `json:"dpop,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -144,6 +150,7 @@ type TokenAuth struct {
 	// throttle.go
 	throttle  ThrottleConfig
 	hashSlots hashSlots
+	dpop      *dpopVerifier // dpop.go
 }
 
 // CaddyModule returns the Caddy module information.
@@ -194,6 +201,11 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.hashSlots = newHashSlots(ta.MaxConcurrentHashes)
 
+	dpopCfg := ta.DPoP.resolved()
+	if err := dpopCfg.validate(); err != nil {
+		return err
+	}
+
 	ta.storeCfg = ta.Store.resolvedOrDefault()
 	if err := ta.storeCfg.validate(); err != nil {
 		return err
@@ -203,6 +215,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
+	ta.dpop = newDPoPVerifier(dpopCfg, ta.realm.store, func() time.Time { return ta.now() })
 	return nil
 }
 
