@@ -46,8 +46,8 @@ func (a *authRequest) refreshToken() string {
 // authResult is the answer to a successful authentication, as Feathers'
 // authentication service gives it.
 type authResult struct {
-	AccessToken    string         `json:"accessToken"`
-	RefreshToken   string         `json:"refreshToken,omitempty"`
+	AccessToken  string `json:"accessToken"`
+	RefreshToken string `json:"refreshToken,omitempty"`
 	// TokenType is "DPoP" when the tokens are bound to the client's DPoP
 	// key (RFC 9449 §5), absent for bearer tokens.
 	TokenType      string         `json:"token_type,omitempty"`
