@@ -89,4 +89,3 @@ func BenchmarkDPoP(b *testing.B) {
 		})
 	}
 }
-
