@@ -1,6 +1,6 @@
 # Sourced by test.sh: the pinned `dpop` npm package (panva's RFC 9449
-# client) for TestDPoPInterop (tests/dpop, versions locked in
-# package-lock.json). Node itself comes from setup-node.sh.
+# client) and the FeathersJS v5 client for TestDPoPInterop and
+# TestDPoPFeathersHook (tests/dpop, versions locked in package-lock.json).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	apt_install nodejs npm
 fi
