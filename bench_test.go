@@ -23,6 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 )
 
@@ -92,7 +93,7 @@ var benchUser = User{ID: "alice", Email: "alice@example.com", Name: "Alice Examp
 func provisionBench(b *testing.B, key KeyConfig, store *StoreConfig, cacheSize int) *TokenAuth {
 	b.Helper()
 	u := benchUser
-	u.Password = testHash(b, "pw")
+	u.Password = testenv.Hash(b, "pw")
 	ta := &TokenAuth{
 		Realm:      fmt.Sprintf("bench-%d", time.Now().UnixNano()),
 		SigningKey: &key,

@@ -7,9 +7,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 )
 
@@ -201,65 +198,4 @@ func (ta *TokenAuth) cookieSession(r *http.Request) (sid, user string) {
 		return c.SID, c.Subject
 	}
 	return "", ""
-}
-
-// isNavigation says whether a request is a browser loading a page: GET or
-// HEAD accepting text/html, without an Authorization header.
-func isNavigation(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	if r.Header.Get("Authorization") != "" {
-		return false
-	}
-	return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "text/html")
-}
-
-// deny refuses a guarded request without an accepted token. A browser
-// navigation is redirected (302): to {endpoint}/refresh when its access
-// cookie holds a token that merely expired, else to the login page, in
-// both cases with `redirect` set to where it was going. Anything else
-// gets 401 with a Bearer challenge.
-func (ta *TokenAuth) deny(w http.ResponseWriter, r *http.Request, bearerError string, verifyErr error) error {
-	if !ta.cookiesEnabled() || !isNavigation(r) {
-		return ta.refuse(w, bearerError)
-	}
-	target := sanitizeRedirect(originalRequestURI(r))
-	location := ta.loginPageURL(target, "", "")
-	if cookieValue(r, accessCookieName) != "" && errors.Is(verifyErr, jwt.ErrTokenExpired) {
-		location = ta.Endpoint + "/refresh?" + url.Values{"redirect": {target}}.Encode()
-	}
-	return redirectTo(w, location, http.StatusFound)
-}
-
-// originalRequestURI is the path and query the client asked for, before
-// any rewrite.
-func originalRequestURI(r *http.Request) string {
-	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
-		return orig.URL.RequestURI()
-	}
-	return r.URL.RequestURI()
-}
-
-func init() {
-	subdirectives["cookies"] = parseCookies
-	subdirectives["login_page"] = func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.LoginPage) }
-}
-
-// parseCookies: cookies on|off
-func parseCookies(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	var v string
-	if err := oneArg(d, &v); err != nil {
-		return err
-	}
-	switch v {
-	case "on":
-		ta.Cookies = nil // the default
-	case "off":
-		off := false
-		ta.Cookies = &off
-	default:
-		return d.Errf("cookies takes on or off, got %q", v)
-	}
-	return nil
 }

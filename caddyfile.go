@@ -12,13 +12,53 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// parseCaddyfile sets up the handler from Caddyfile tokens. The route it
-// makes matches the directive's matcher OR the endpoint path, so the
-// endpoint is always reachable whatever the matcher selects:
+// The token_auth directive. Every option is optional; `user`, `verify_key`
+// and `require` may repeat. The whole syntax:
 //
 //	token_auth [<matcher>] {
-//	    ...
+//	    realm        <name>
+//	    endpoint     <path>
+//
+//	    signing_key  hs256 <secret>
+//	    signing_key  ed25519|es256|rs256 <pem-file>
+//	    verify_key   <kid>|auto hs256|ed25519|es256|rs256 <secret-or-pem-file>
+//
+//	    issuer       <string>
+//	    audience     <string>
+//	    access_ttl   <duration>
+//	    session_ttl  <duration>
+//	    idle_ttl     <duration>
+//	    reuse_grace  <duration>
+//
+//	    user <id> <password-hash> [{
+//	        email <email>
+//	        name  <name>
+//	        roles <role...>
+//	        claim <name> <value>
+//	    }]
+//	    users_file   <path>
+//
+//	    store bolt [<path>]
+//	    store redis <url>
+//	    store memory
+//
+//	    cookies      on|off
+//	    login_page   <template-file>
+//	    require role <role...>
+//	    throttle     <failures> <window> <ban> | off
+//	    max_concurrent_hashes <n>
+//	    token_cache  <entries>
+//	    dpop         off|optional|required [{
+//	        iat_window <duration>
+//	    }]
 //	}
+//
+// The fields of TokenAuth say what each option means and its
+// default.
+
+// parseCaddyfile sets up the handler from Caddyfile tokens. The route it
+// makes matches the directive's matcher OR the endpoint path, so the
+// endpoint is always reachable whatever the matcher selects.
 func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	if !h.Next() {
 		return nil, h.ArgErr()
@@ -51,81 +91,63 @@ func (ta *TokenAuth) endpointMatcherSet() caddy.ModuleMap {
 	return caddy.ModuleMap{"path": caddyconfig.JSON(paths, nil)}
 }
 
-// UnmarshalCaddyfile reads the directive's block. The dispenser is at the
-// directive name (the matcher already removed).
+// UnmarshalCaddyfile reads the directive's block (the syntax is above).
+// The dispenser is at the directive name (the matcher already removed).
 func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	for d.NextBlock(0) {
-		parse, ok := subdirectives[d.Val()]
-		if !ok {
+		var err error
+		switch d.Val() {
+		case "realm":
+			err = oneArg(d, &ta.Realm)
+		case "endpoint":
+			err = parseEndpoint(ta, d)
+		case "signing_key":
+			err = parseSigningKey(ta, d)
+		case "verify_key":
+			err = parseVerifyKey(ta, d)
+		case "issuer":
+			err = oneArg(d, &ta.Issuer)
+		case "audience":
+			err = oneArg(d, &ta.Audience)
+		case "access_ttl":
+			err = durationArg(d, &ta.AccessTTL)
+		case "session_ttl":
+			err = durationArg(d, &ta.SessionTTL)
+		case "idle_ttl":
+			err = durationArg(d, &ta.IdleTTL)
+		case "reuse_grace":
+			err = parseReuseGrace(ta, d)
+		case "user":
+			err = parseUser(ta, d)
+		case "users_file":
+			err = oneArg(d, &ta.UsersFile)
+		case "store":
+			err = parseStore(ta, d)
+		case "cookies":
+			err = parseCookies(ta, d)
+		case "login_page":
+			err = oneArg(d, &ta.LoginPage)
+		case "require":
+			err = parseRequire(ta, d)
+		case "throttle":
+			err = parseThrottle(ta, d)
+		case "max_concurrent_hashes":
+			err = parseMaxConcurrentHashes(ta, d)
+		case "token_cache":
+			err = parseTokenCache(ta, d)
+		case "dpop":
+			err = parseDPoP(ta, d)
+		default:
 			return d.Errf("unknown token_auth option %q", d.Val())
 		}
-		if err := parse(ta, d); err != nil {
+		if err != nil {
 			return err
 		}
 	}
-	return nil
-}
-
-// subdirectives parse one option each, with the dispenser on its name.
-var subdirectives = map[string]func(*TokenAuth, *caddyfile.Dispenser) error{
-	"realm":       func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.Realm) },
-	"endpoint":    parseEndpoint,
-	"issuer":      func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.Issuer) },
-	"audience":    func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.Audience) },
-	"access_ttl":  func(ta *TokenAuth, d *caddyfile.Dispenser) error { return durationArg(d, &ta.AccessTTL) },
-	"session_ttl": func(ta *TokenAuth, d *caddyfile.Dispenser) error { return durationArg(d, &ta.SessionTTL) },
-	"idle_ttl":    func(ta *TokenAuth, d *caddyfile.Dispenser) error { return durationArg(d, &ta.IdleTTL) },
-	"reuse_grace": parseReuseGrace,
-	"signing_key": parseSigningKey,
-	"verify_key":  parseVerifyKey,
-	"user":        parseUser,
-	"users_file":  func(ta *TokenAuth, d *caddyfile.Dispenser) error { return oneArg(d, &ta.UsersFile) },
-	"store":       parseStore,
-	"require":     parseRequire,
-	"token_cache": parseTokenCache,
-	"dpop":        parseDPoP,
-}
-
-// oneArg reads exactly one argument into dst.
-func oneArg(d *caddyfile.Dispenser, dst *string) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
-}
-
-// intArg reads exactly one argument as a whole number of at least min;
-// ok is false (with raw, the argument as written) when it is not one.
-func intArg(d *caddyfile.Dispenser, min int) (n int, raw string, ok bool, err error) {
-	if err := oneArg(d, &raw); err != nil {
-		return 0, "", false, err
-	}
-	n, convErr := strconv.Atoi(raw)
-	return n, raw, convErr == nil && n >= min, nil
-}
-
-func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
-	option := d.Val()
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return err
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil {
-		return d.Errf("%s: invalid duration %q: %v", option, s, err)
-	}
-	if dur <= 0 {
-		return d.Errf("%s must be positive", option)
-	}
-	*dst = caddy.Duration(dur)
 	return nil
 }
 
@@ -136,20 +158,6 @@ func parseEndpoint(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	if !strings.HasPrefix(ta.Endpoint, "/") {
 		return d.Errf("endpoint must be a path starting with /")
 	}
-	return nil
-}
-
-func parseReuseGrace(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	var s string
-	if err := oneArg(d, &s); err != nil {
-		return err
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil || dur < 0 {
-		return d.Errf("reuse_grace: invalid duration %q", s)
-	}
-	grace := caddy.Duration(dur)
-	ta.ReuseGrace = &grace
 	return nil
 }
 
@@ -179,12 +187,18 @@ func parseVerifyKey(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func knownKeyAlgorithm(alg string) bool {
-	switch strings.ToLower(alg) {
-	case "hs256", "ed25519", "es256", "rs256":
-		return true
+func parseReuseGrace(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
 	}
-	return false
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur < 0 {
+		return d.Errf("reuse_grace: invalid duration %q", s)
+	}
+	grace := caddy.Duration(dur)
+	ta.ReuseGrace = &grace
+	return nil
 }
 
 // parseUser: user <id> <hash> [{ email <e>; name <n>; roles <r...>; claim <k> <v> }]
@@ -257,6 +271,24 @@ func parseStore(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// parseCookies: cookies on|off
+func parseCookies(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return err
+	}
+	switch v {
+	case "on":
+		ta.Cookies = nil // the default
+	case "off":
+		off := false
+		ta.Cookies = &off
+	default:
+		return d.Errf("cookies takes on or off, got %q", v)
+	}
+	return nil
+}
+
 // parseRequire: require role <role...>
 func parseRequire(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
@@ -264,6 +296,58 @@ func parseRequire(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		return d.Errf("require takes `role <role...>`")
 	}
 	ta.RequireRoles = append(ta.RequireRoles, args[1:]...)
+	return nil
+}
+
+// parseThrottle: throttle <failures> <window> <ban> | throttle off
+func parseThrottle(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		ta.Throttle = &ThrottleConfig{Off: true}
+		return nil
+	}
+	if len(args) != 3 {
+		return d.Errf("throttle takes `<failures> <window> <ban>` (e.g. 5 10m 10m) or `off`")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n <= 0 {
+		return d.Errf("throttle: failures must be a positive whole number, got %q", args[0])
+	}
+	cfg := &ThrottleConfig{Failures: n}
+	for i, dst := range []*caddy.Duration{&cfg.Window, &cfg.Ban} {
+		dur, err := caddy.ParseDuration(args[1+i])
+		if err != nil || dur <= 0 {
+			return d.Errf("throttle: invalid duration %q", args[1+i])
+		}
+		*dst = caddy.Duration(dur)
+	}
+	ta.Throttle = cfg
+	return nil
+}
+
+// parseMaxConcurrentHashes: max_concurrent_hashes <n>
+func parseMaxConcurrentHashes(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	n, raw, ok, err := intArg(d, 1)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return d.Errf("max_concurrent_hashes must be a positive whole number, got %q", raw)
+	}
+	ta.MaxConcurrentHashes = n
+	return nil
+}
+
+// parseTokenCache: token_cache <entries>   (0 disables the cache)
+func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	n, raw, ok, err := intArg(d, 0)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
+	}
+	ta.TokenCache = &n
 	return nil
 }
 

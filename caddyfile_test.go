@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 const testBcrypt = "$2a$04$e2tYtTq0bIh9tDdGGbaZcuXtFfEhLn8.tsPUCNWWoS5LwNqBkQoaW"
@@ -409,5 +410,154 @@ func TestCaddyJSONExample(t *testing.T) {
 	}
 	if len(ta.Users) == 0 {
 		t.Fatalf("no token_auth handler with users in the example: %s", got)
+	}
+}
+
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	hash := testenv.Hash(t, "pw")
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown option", "realm a\n\tbogus 1", "Testfile:3"},
+		{"missing argument", "realm", "Testfile:2"},
+		{"bad duration", "realm a\n\naccess_ttl soon", "Testfile:4"},
+		{"bad endpoint", "endpoint auth", "Testfile:2"},
+		{"signing key args", "signing_key hs256", "Testfile:2"},
+		{"user bad hash", "realm a\nuser bob plaintext", "Testfile:3"},
+		{"user unknown option", "user bob " + hash + " {\n\tcolour blue\n}", "Testfile:3"},
+		{"user reserved claim", "user bob " + hash + " {\n\temail b@x\n\tclaim sub x\n}", "Testfile:4"},
+		{"store", "store floppy", "Testfile:2"},
+		{"require", "require admin", "Testfile:2"},
+		{"throttle", "\nthrottle 1 2", "Testfile:3"},
+	} {
+		ta := new(TokenAuth)
+		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.body + "\n}"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestKeysCaddyfile(t *testing.T) {
+	ta := new(TokenAuth)
+	d := caddyfile.NewTestDispenser(`token_auth {
+		signing_key ES256 /etc/caddy/new.pem
+		verify_key kid-a ed25519 /etc/caddy/old.pem
+		verify_key kid-b RS256 {env.OLD_RSA}
+		verify_key auto hs256 {env.OLD_SECRET}
+	}`)
+	if err := ta.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if want := (&KeyConfig{Algorithm: "es256", Key: "/etc/caddy/new.pem"}); !reflect.DeepEqual(ta.SigningKey, want) {
+		t.Fatalf("signing key %+v", ta.SigningKey)
+	}
+	want := []KeyConfig{
+		{KID: "kid-a", Algorithm: "ed25519", Key: "/etc/caddy/old.pem"},
+		{KID: "kid-b", Algorithm: "rs256", Key: "{env.OLD_RSA}"},
+		{KID: "auto", Algorithm: "hs256", Key: "{env.OLD_SECRET}"},
+	}
+	if !reflect.DeepEqual(ta.VerifyKeys, want) {
+		t.Fatalf("verify keys %+v", ta.VerifyKeys)
+	}
+	// the JSON config carries them as the JSON API documents them
+	data, _ := json.Marshal(ta)
+	for _, s := range []string{`"signing_key":{"algorithm":"es256","key":"/etc/caddy/new.pem"}`, `{"algorithm":"ed25519","key":"/etc/caddy/old.pem","kid":"kid-a"}`} {
+		if !strings.Contains(string(data), s) {
+			t.Fatalf("JSON %s lacks %s", data, s)
+		}
+	}
+
+	none := new(TokenAuth)
+	if err := none.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`token_auth {
+		realm r
+	}`)); err != nil || none.SigningKey != nil {
+		t.Fatalf("no signing_key: %+v, %v", none.SigningKey, err)
+	}
+
+	for _, bad := range []string{
+		"signing_key ed25519",
+		"signing_key ed25519 a b",
+		"signing_key ps256 /k.pem",
+		"signing_key none x",
+		"verify_key kid ed25519",
+		"verify_key ed25519 /k.pem",
+		"verify_key kid hs512 secret",
+		"verify_key kid ed25519 /k.pem extra",
+	} {
+		err := new(TokenAuth).UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + bad + "\n}"))
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestThrottleCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    ThrottleConfig
+		hashes  int
+		wantErr string
+	}{
+		{in: "throttle 3 1m 2h", want: ThrottleConfig{Failures: 3, Window: caddy.Duration(time.Minute), Ban: caddy.Duration(2 * time.Hour)}},
+		{in: "throttle off", want: ThrottleConfig{Off: true}},
+		{in: "max_concurrent_hashes 3", hashes: 3},
+		{in: "throttle 3 1m", wantErr: "Testfile:2"},
+		{in: "throttle x 1m 1m", wantErr: "failures must be a positive"},
+		{in: "throttle 0 1m 1m", wantErr: "failures must be a positive"},
+		{in: "throttle 3 soon 1m", wantErr: `invalid duration "soon"`},
+		{in: "throttle 3 1m -1m", wantErr: `invalid duration "-1m"`},
+		{in: "max_concurrent_hashes 0", wantErr: "Testfile:2"},
+		{in: "max_concurrent_hashes 2 3", wantErr: "Testfile:2"},
+	} {
+		ta := new(TokenAuth)
+		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.in + "\n}"))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if tc.hashes != 0 {
+			if ta.MaxConcurrentHashes != tc.hashes {
+				t.Errorf("%q: max_concurrent_hashes %d", tc.in, ta.MaxConcurrentHashes)
+			}
+			continue
+		}
+		if ta.Throttle == nil || *ta.Throttle != tc.want {
+			t.Errorf("%q: got %+v, want %+v", tc.in, ta.Throttle, tc.want)
+		}
+	}
+}
+
+func TestTokenCacheCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    int
+		wantErr bool
+	}{
+		{"token_cache 500", 500, false},
+		{"token_cache 0", 0, false},
+		{"token_cache -1", 0, true},
+		{"token_cache many", 0, true},
+		{"token_cache", 0, true},
+		{"token_cache 1 2", 0, true},
+	} {
+		ta := new(TokenAuth)
+		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.in + "\n}"))
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("%q: want an error", tc.in)
+			}
+			continue
+		}
+		if err != nil || ta.TokenCache == nil || *ta.TokenCache != tc.want || ta.tokenCacheSize() != tc.want {
+			t.Errorf("%q: err %v, TokenCache %v", tc.in, err, ta.TokenCache)
+		}
+	}
+	if (&TokenAuth{}).tokenCacheSize() != defaultTokenCacheSize {
+		t.Error("unset token_cache should give the default size")
 	}
 }

@@ -94,18 +94,3 @@ func cookieValue(r *http.Request, name string) string {
 	}
 	return c.Value
 }
-
-// accessToken returns the request's access token: the Authorization
-// header's (Bearer, JWT or bare), else (cookies on) the access cookie's;
-// fromCookie tells which.
-func (ta *TokenAuth) accessToken(r *http.Request) (raw string, fromCookie bool) {
-	if raw := tokenFromAuthorization(r.Header.Get("Authorization")); raw != "" {
-		return raw, false
-	}
-	if ta.cookiesEnabled() {
-		if v := cookieValue(r, accessCookieName); v != "" {
-			return v, true
-		}
-	}
-	return "", false
-}

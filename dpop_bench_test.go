@@ -21,7 +21,7 @@ func BenchmarkDPoP(b *testing.B) {
 			client := newDPoPClient(b, alg)
 			user := ta.users.byID(benchUser.ID)
 			bearer := benchTokens(b, ta, 1)[0]
-			bound, _, err := ta.tokens.issueBoundAccess(user, randomID(), client.thumbprint(b), time.Now().Add(time.Hour))
+			bound, _, err := ta.tokens.issueBoundAccess(user, randomID(), client.Thumbprint(b), time.Now().Add(time.Hour))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -29,7 +29,7 @@ func BenchmarkDPoP(b *testing.B) {
 			proofs := func(n int) [][]string {
 				out := make([][]string, n)
 				for i := range out {
-					out[i] = []string{client.proof(b, "GET", url, bound)}
+					out[i] = []string{client.Proof(b, "GET", url, bound)}
 				}
 				return out
 			}

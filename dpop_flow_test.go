@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // The DPoP flow in process, through ServeHTTP with a real (memory) store:
@@ -22,10 +23,10 @@ const dpopTestEndpoint = "http://example.com/authentication"
 func dpopHandler(t *testing.T, mode string) *TokenAuth {
 	t.Helper()
 	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
+		SigningKey: &KeyConfig{Algorithm: "hs256", Key: testSecret},
 		Store:      &StoreConfig{Backend: "memory"},
 		Realm:      "dpop-test-" + mode,
-		Users:      []User{{ID: "alice", Password: testHash(t, "a")}},
+		Users:      []User{{ID: "alice", Password: testenv.Hash(t, "a")}},
 	}
 	if mode != "" {
 		ta.DPoP = &DPoPConfig{Mode: mode}
@@ -64,14 +65,14 @@ func dpopRefresh(t *testing.T, ta *TokenAuth, rt string, header ...string) dpopA
 	return dpopServe(t, ta, "POST", "/authentication", `{"action":"refresh","refresh_token":"`+rt+`"}`, header...)
 }
 
-func (c *dpopClient) loginProof(t *testing.T) []string {
-	return []string{"DPoP", c.proof(t, "POST", dpopTestEndpoint, "")}
+func loginProof(t *testing.T, c *dpopClient) []string {
+	return []string{"DPoP", c.Proof(t, "POST", dpopTestEndpoint, "")}
 }
 
 // resource requests GET /private with a bound token and a proof for it.
-func (c *dpopClient) resource(t *testing.T, ta *TokenAuth, at string) *httptest.ResponseRecorder {
+func resource(t *testing.T, c *dpopClient, ta *TokenAuth, at string) *httptest.ResponseRecorder {
 	t.Helper()
-	return serve(t, ta, "GET", "/private", "", "Authorization", "DPoP "+at, "DPoP", c.proof(t, "GET", "http://example.com/private", at))
+	return serve(t, ta, "GET", "/private", "", "Authorization", "DPoP "+at, "DPoP", c.Proof(t, "GET", "http://example.com/private", at))
 }
 
 // TestDPoPBoundSession: a login with a proof gets tokens bound to the key
@@ -81,52 +82,52 @@ func (c *dpopClient) resource(t *testing.T, ta *TokenAuth, at string) *httptest.
 func TestDPoPBoundSession(t *testing.T) {
 	ta := dpopHandler(t, "")
 	c, thief := newDPoPClient(t, "ES256"), newDPoPClient(t, "EdDSA")
-	login := dpopLogin(t, ta, c.loginProof(t)...)
+	login := dpopLogin(t, ta, loginProof(t, c)...)
 	if login.code != http.StatusCreated || login.body.TokenType != "DPoP" {
 		t.Fatalf("login: %d %+v", login.code, login.body)
 	}
 	cnf, _ := login.body.Authentication.Payload["cnf"].(map[string]any)
-	if cnf["jkt"] != c.thumbprint(t) {
-		t.Fatalf("cnf %v, want jkt %s", cnf, c.thumbprint(t))
+	if cnf["jkt"] != c.Thumbprint(t) {
+		t.Fatalf("cnf %v, want jkt %s", cnf, c.Thumbprint(t))
 	}
 	claims, err := ta.tokens.verifyAccess(login.body.AccessToken)
-	if err != nil || claims.boundKey() != c.thumbprint(t) {
+	if err != nil || claims.boundKey() != c.Thumbprint(t) {
 		t.Fatalf("access token claims %+v, %v", claims, err)
 	}
 	s, err := ta.realm.store.Get(context.Background(), claims.SID)
-	if err != nil || s.JKT != c.thumbprint(t) {
+	if err != nil || s.JKT != c.Thumbprint(t) {
 		t.Fatalf("session %+v, %v", s, err)
 	}
 
 	rt := login.body.RefreshToken
 	for name, header := range map[string][]string{
 		"no proof":        nil,
-		"another key":     {"DPoP", thief.proof(t, "POST", dpopTestEndpoint, "")},
-		"a bad proof":     {"DPoP", c.proof(t, "GET", dpopTestEndpoint, "")},
-		"a replayed one":  c.loginProofReplayed(t, ta),
-		"proof of a path": {"DPoP", c.proof(t, "POST", "http://example.com/other", "")},
+		"another key":     {"DPoP", thief.Proof(t, "POST", dpopTestEndpoint, "")},
+		"a bad proof":     {"DPoP", c.Proof(t, "GET", dpopTestEndpoint, "")},
+		"a replayed one":  loginProofReplayed(t, c, ta),
+		"proof of a path": {"DPoP", c.Proof(t, "POST", "http://example.com/other", "")},
 	} {
 		if a := dpopRefresh(t, ta, rt, header...); a.code != http.StatusUnauthorized || a.body.Data.Reason != "invalid_dpop_proof" {
 			t.Fatalf("refresh with %s: %d %+v", name, a.code, a.body)
 		}
 	}
-	next := dpopRefresh(t, ta, rt, c.loginProof(t)...)
+	next := dpopRefresh(t, ta, rt, loginProof(t, c)...)
 	if next.code != http.StatusCreated || next.body.TokenType != "DPoP" {
 		t.Fatalf("refresh with the key after refusals: %d %+v", next.code, next.body)
 	}
-	if c2, _ := ta.tokens.verifyAccess(next.body.AccessToken); c2 == nil || c2.boundKey() != c.thumbprint(t) {
+	if c2, _ := ta.tokens.verifyAccess(next.body.AccessToken); c2 == nil || c2.boundKey() != c.Thumbprint(t) {
 		t.Fatal("refreshed access token is not bound")
 	}
 	// the first refresh token again, past the grace: reuse, even with the key
 	*ta.ReuseGrace = 0
-	if a := dpopRefresh(t, ta, rt, c.loginProof(t)...); a.code != http.StatusUnauthorized || a.body.Data.Reason != "refresh_token_reused" {
+	if a := dpopRefresh(t, ta, rt, loginProof(t, c)...); a.code != http.StatusUnauthorized || a.body.Data.Reason != "refresh_token_reused" {
 		t.Fatalf("reuse by the same key: %d %+v", a.code, a.body)
 	}
 }
 
 // loginProofReplayed returns a proof already used once (at a login).
-func (c *dpopClient) loginProofReplayed(t *testing.T, ta *TokenAuth) []string {
-	header := c.loginProof(t)
+func loginProofReplayed(t *testing.T, c *dpopClient, ta *TokenAuth) []string {
+	header := loginProof(t, c)
 	if a := dpopLogin(t, ta, header...); a.code != http.StatusCreated {
 		t.Fatalf("login: %d", a.code)
 	}
@@ -139,27 +140,27 @@ func (c *dpopClient) loginProofReplayed(t *testing.T, ta *TokenAuth) []string {
 func TestDPoPGuard(t *testing.T) {
 	ta := dpopHandler(t, "")
 	c, other := newDPoPClient(t, "ES256"), newDPoPClient(t, "ES256")
-	at := dpopLogin(t, ta, c.loginProof(t)...).body.AccessToken
+	at := dpopLogin(t, ta, loginProof(t, c)...).body.AccessToken
 	plain := dpopLogin(t, ta).body.AccessToken
 
-	if w := c.resource(t, ta, at); w.Code != http.StatusTeapot {
+	if w := resource(t, c, ta, at); w.Code != http.StatusTeapot {
 		t.Fatalf("bound token with its proof: %d %s", w.Code, w.Body)
 	}
 	const url = "http://example.com/private"
-	proof := c.proof(t, "GET", url, at)
+	proof := c.Proof(t, "GET", url, at)
 	for name, tc := range map[string]struct {
 		header []string
 		want   string
 	}{
-		"as Bearer":           {[]string{"Authorization", "Bearer " + at, "DPoP", c.proof(t, "GET", url, at)}, "invalid_token"},
+		"as Bearer":           {[]string{"Authorization", "Bearer " + at, "DPoP", c.Proof(t, "GET", url, at)}, "invalid_token"},
 		"as a bare token":     {[]string{"Authorization", at}, "invalid_token"},
 		"in the cookie":       {[]string{"Cookie", "access_token=" + at}, "invalid_token"},
 		"without a proof":     {[]string{"Authorization", "DPoP " + at}, "invalid_dpop_proof"},
-		"proof by other key":  {[]string{"Authorization", "DPoP " + at, "DPoP", other.proof(t, "GET", url, at)}, "invalid_dpop_proof"},
-		"ath of another":      {[]string{"Authorization", "DPoP " + at, "DPoP", c.proof(t, "GET", url, plain)}, "invalid_dpop_proof"},
-		"proof for POST":      {[]string{"Authorization", "DPoP " + at, "DPoP", c.proof(t, "POST", url, at)}, "invalid_dpop_proof"},
-		"unbound token, DPoP": {[]string{"Authorization", "DPoP " + plain, "DPoP", c.proof(t, "GET", url, plain)}, "invalid_token"},
-		"bad token, DPoP":     {[]string{"Authorization", "DPoP x.y.z", "DPoP", c.proof(t, "GET", url, "x.y.z")}, "invalid_token"},
+		"proof by other key":  {[]string{"Authorization", "DPoP " + at, "DPoP", other.Proof(t, "GET", url, at)}, "invalid_dpop_proof"},
+		"ath of another":      {[]string{"Authorization", "DPoP " + at, "DPoP", c.Proof(t, "GET", url, plain)}, "invalid_dpop_proof"},
+		"proof for POST":      {[]string{"Authorization", "DPoP " + at, "DPoP", c.Proof(t, "POST", url, at)}, "invalid_dpop_proof"},
+		"unbound token, DPoP": {[]string{"Authorization", "DPoP " + plain, "DPoP", c.Proof(t, "GET", url, plain)}, "invalid_token"},
+		"bad token, DPoP":     {[]string{"Authorization", "DPoP x.y.z", "DPoP", c.Proof(t, "GET", url, "x.y.z")}, "invalid_token"},
 		"replayed proof": {[]string{"Authorization", "DPoP " + at, "DPoP", func() string {
 			if w := serve(t, ta, "GET", "/private", "", "Authorization", "DPoP "+at, "DPoP", proof); w.Code != http.StatusTeapot {
 				t.Fatalf("first use: %d", w.Code)
@@ -184,12 +185,12 @@ func TestDPoPGuard(t *testing.T) {
 func TestDPoPPlaceholder(t *testing.T) {
 	ta := dpopHandler(t, "")
 	c := newDPoPClient(t, "EdDSA")
-	at := dpopLogin(t, ta, c.loginProof(t)...).body.AccessToken
-	for token, want := range map[string]string{at: c.thumbprint(t), dpopLogin(t, ta).body.AccessToken: ""} {
+	at := dpopLogin(t, ta, loginProof(t, c)...).body.AccessToken
+	for token, want := range map[string]string{at: c.Thumbprint(t), dpopLogin(t, ta).body.AccessToken: ""} {
 		r := httptest.NewRequest("GET", "/private", nil)
 		if want != "" {
 			r.Header.Set("Authorization", "DPoP "+token)
-			r.Header.Set("DPoP", c.proof(t, "GET", "http://example.com/private", token))
+			r.Header.Set("DPoP", c.Proof(t, "GET", "http://example.com/private", token))
 		} else {
 			r.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -218,14 +219,14 @@ func TestDPoPBindAtRefresh(t *testing.T) {
 	if login.body.TokenType != "" {
 		t.Fatalf("login without a proof: token_type %q", login.body.TokenType)
 	}
-	bound := dpopRefresh(t, ta, login.body.RefreshToken, c.loginProof(t)...)
+	bound := dpopRefresh(t, ta, login.body.RefreshToken, loginProof(t, c)...)
 	if bound.code != http.StatusCreated || bound.body.TokenType != "DPoP" {
 		t.Fatalf("refresh with a proof: %d %+v", bound.code, bound.body)
 	}
 	if a := dpopRefresh(t, ta, bound.body.RefreshToken); a.code != http.StatusUnauthorized || a.body.Data.Reason != "invalid_dpop_proof" {
 		t.Fatalf("bound session refreshed without a proof: %d %+v", a.code, a.body)
 	}
-	if a := dpopRefresh(t, ta, bound.body.RefreshToken, c.loginProof(t)...); a.code != http.StatusCreated {
+	if a := dpopRefresh(t, ta, bound.body.RefreshToken, loginProof(t, c)...); a.code != http.StatusCreated {
 		t.Fatalf("bound session with its key: %d", a.code)
 	}
 }
@@ -238,14 +239,14 @@ func TestDPoPRequired(t *testing.T) {
 		t.Fatalf("login without a proof: %d %+v", a.code, a.body)
 	}
 	c := newDPoPClient(t, "ES256")
-	login := dpopLogin(t, ta, c.loginProof(t)...)
+	login := dpopLogin(t, ta, loginProof(t, c)...)
 	if login.code != http.StatusCreated {
 		t.Fatalf("login with a proof: %d", login.code)
 	}
 	if a := dpopRefresh(t, ta, login.body.RefreshToken); a.code != http.StatusBadRequest || a.body.Data.Reason != "invalid_dpop_proof" {
 		t.Fatalf("refresh without a proof: %d %+v", a.code, a.body)
 	}
-	if w := c.resource(t, ta, login.body.AccessToken); w.Code != http.StatusTeapot {
+	if w := resource(t, c, ta, login.body.AccessToken); w.Code != http.StatusTeapot {
 		t.Fatalf("bound token: %d", w.Code)
 	}
 	// an unbound token (as issued before the mode changed)
@@ -267,10 +268,10 @@ func TestDPoPRequired(t *testing.T) {
 func TestDPoPOff(t *testing.T) {
 	optional := dpopHandler(t, "")
 	c := newDPoPClient(t, "ES256")
-	bound := dpopLogin(t, optional, c.loginProof(t)...).body.AccessToken
+	bound := dpopLogin(t, optional, loginProof(t, c)...).body.AccessToken
 
 	ta := dpopHandler(t, dpopOff)
-	login := dpopLogin(t, ta, c.loginProof(t)...)
+	login := dpopLogin(t, ta, loginProof(t, c)...)
 	if login.code != http.StatusCreated || login.body.TokenType != "" {
 		t.Fatalf("login with a proof, dpop off: %d %+v", login.code, login.body)
 	}
@@ -278,7 +279,7 @@ func TestDPoPOff(t *testing.T) {
 		t.Fatalf("bearer token: %d", w.Code)
 	}
 	ta.tokens = optional.tokens // same keys: the bound token verifies
-	if w := c.resource(t, ta, bound); w.Code != http.StatusUnauthorized {
+	if w := resource(t, c, ta, bound); w.Code != http.StatusUnauthorized {
 		t.Fatalf("bound token with dpop off: %d", w.Code)
 	}
 }
@@ -289,21 +290,21 @@ func TestDPoPOff(t *testing.T) {
 func TestDPoPLogoutAndReauthenticate(t *testing.T) {
 	ta := dpopHandler(t, "")
 	c := newDPoPClient(t, "ES256")
-	at := dpopLogin(t, ta, c.loginProof(t)...).body.AccessToken
+	at := dpopLogin(t, ta, loginProof(t, c)...).body.AccessToken
 	body := `{"strategy":"jwt","accessToken":"` + at + `"}`
 	if a := dpopServe(t, ta, "POST", "/authentication", body); a.code != http.StatusUnauthorized || a.body.Data.Reason != "invalid_dpop_proof" {
 		t.Fatalf("reAuthenticate without a proof: %d %+v", a.code, a.body)
 	}
-	if a := dpopServe(t, ta, "POST", "/authentication", body, "DPoP", c.proof(t, "POST", dpopTestEndpoint, at)); a.code != http.StatusCreated {
+	if a := dpopServe(t, ta, "POST", "/authentication", body, "DPoP", c.Proof(t, "POST", dpopTestEndpoint, at)); a.code != http.StatusCreated {
 		t.Fatalf("reAuthenticate with a proof: %d %+v", a.code, a.body)
 	}
 	if a := dpopServe(t, ta, "DELETE", "/authentication", "", "Authorization", "Bearer "+at); a.code != http.StatusUnauthorized {
 		t.Fatalf("logout with the bound token as Bearer: %d", a.code)
 	}
-	if a := dpopServe(t, ta, "DELETE", "/authentication", "", "Authorization", "DPoP "+at, "DPoP", c.proof(t, "DELETE", dpopTestEndpoint, at)); a.code != http.StatusOK {
+	if a := dpopServe(t, ta, "DELETE", "/authentication", "", "Authorization", "DPoP "+at, "DPoP", c.Proof(t, "DELETE", dpopTestEndpoint, at)); a.code != http.StatusOK {
 		t.Fatalf("logout with the bound token and its proof: %d", a.code)
 	}
-	if w := c.resource(t, ta, at); w.Code != http.StatusUnauthorized {
+	if w := resource(t, c, ta, at); w.Code != http.StatusUnauthorized {
 		t.Fatalf("after logout: %d", w.Code)
 	}
 }
@@ -326,7 +327,7 @@ func TestDPoPCaddyfileErrors(t *testing.T) {
 		}
 	}
 	// the JSON config is checked at Provision the same way
-	ta := &TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret}, Store: &StoreConfig{Backend: "memory"}, DPoP: &DPoPConfig{Mode: "always"}}
+	ta := &TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: testSecret}, Store: &StoreConfig{Backend: "memory"}, DPoP: &DPoPConfig{Mode: "always"}}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	if err := ta.Provision(ctx); err == nil || !strings.Contains(err.Error(), "mode must be") {

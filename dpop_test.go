@@ -2,14 +2,10 @@ package tokenauth
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,107 +16,20 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
-// dpopClient is a test client's DPoP key: it signs proofs as RFC 9449
-// §4.2 describes, and each option of proof bends one rule.
-type dpopClient struct {
-	alg    string
-	signer crypto.Signer
-	method jwt.SigningMethod
-}
+// The test client's key and proofs are testenv's, shared with e2e.
+type (
+	dpopClient = testenv.DPoPClient
+	proofSpec  = testenv.ProofSpec
+)
 
-func newDPoPClient(t testing.TB, alg string) *dpopClient {
-	t.Helper()
-	var signer crypto.Signer
-	var err error
-	method := jwt.GetSigningMethod(alg)
-	switch alg {
-	case "ES256":
-		signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "EdDSA", "Ed25519":
-		_, signer, err = ed25519.GenerateKey(rand.Reader)
-	case "RS256":
-		signer, err = rsa.GenerateKey(rand.Reader, 2048)
-	default:
-		t.Fatalf("no test key for %s", alg)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &dpopClient{alg: alg, signer: signer, method: method}
-}
-
-// jwk is the client's public key as a JWK header member.
-func (c *dpopClient) jwk(t testing.TB) map[string]any {
-	t.Helper()
-	return jwkMembers(t, c.signer.Public())
-}
-
-func jwkMembers(t testing.TB, key any) map[string]any {
-	t.Helper()
-	data, err := json.Marshal(jose.JSONWebKey{Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// thumbprint is the client key's RFC 7638 thumbprint, by go-jose.
-func (c *dpopClient) thumbprint(t testing.TB) string {
-	t.Helper()
-	k := jose.JSONWebKey{Key: c.signer.Public()}
-	sum, err := k.Thumbprint(crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(sum)
-}
-
-// proofSpec is a proof's content; mutate bends it.
-type proofSpec struct {
-	header jwt.MapClaims
-	claims jwt.MapClaims
-	// method and key sign it (default: the client's)
-	method jwt.SigningMethod
-	key    any
-}
-
-// proof signs a proof for method and url; accessToken, when set, is
-// hashed into ath. Each mutate bends the proof before it is signed.
-func (c *dpopClient) proof(t testing.TB, method, url, accessToken string, mutate ...func(*proofSpec)) string {
-	t.Helper()
-	spec := &proofSpec{
-		header: jwt.MapClaims{"typ": "dpop+jwt", "jwk": c.jwk(t)},
-		claims: jwt.MapClaims{"jti": randomID(), "htm": method, "htu": url, "iat": time.Now().Unix()},
-		method: c.method,
-		key:    c.signer,
-	}
-	if accessToken != "" {
-		spec.claims["ath"] = accessTokenHash(accessToken)
-	}
-	for _, m := range mutate {
-		if m != nil {
-			m(spec)
-		}
-	}
-	tok := jwt.NewWithClaims(spec.method, spec.claims)
-	for k, v := range spec.header {
-		tok.Header[k] = v
-	}
-	tok.Header["alg"] = spec.method.Alg()
-	s, err := tok.SignedString(spec.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+var (
+	newDPoPClient = testenv.NewDPoPClient
+	jwkMembers    = testenv.JWKMembers
+)
 
 // claimsOnce is a replay cache in a map, for the unit tests of the
 // verifier alone (the realm's stores are tested with it in dpop_flow_test.go).
@@ -173,12 +82,12 @@ func TestDPoPProofAccepted(t *testing.T) {
 		t.Run(alg, func(t *testing.T) {
 			c := newDPoPClient(t, alg)
 			v := testVerifier(&claimsOnce{})
-			jkt, err := v.verifyProof(proofRequest("POST", "http://example.com/authentication", c.proof(t, "POST", "http://example.com/authentication", "")), "")
+			jkt, err := v.verifyProof(proofRequest("POST", "http://example.com/authentication", c.Proof(t, "POST", "http://example.com/authentication", "")), "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if jkt != c.thumbprint(t) {
-				t.Fatalf("jkt %s, want %s", jkt, c.thumbprint(t))
+			if jkt != c.Thumbprint(t) {
+				t.Fatalf("jkt %s, want %s", jkt, c.Thumbprint(t))
 			}
 		})
 	}
@@ -207,47 +116,47 @@ func TestDPoPProofRefused(t *testing.T) {
 		req    func(*http.Request)
 		want   string // in the error
 	}{
-		"typ missing": {mutate: func(p *proofSpec) { delete(p.header, "typ") }, want: "typ"},
-		"typ jwt":     {mutate: func(p *proofSpec) { p.header["typ"] = "JWT" }, want: "typ"},
-		"typ at+jwt":  {mutate: func(p *proofSpec) { p.header["typ"] = "at+jwt" }, want: "typ"},
+		"typ missing": {mutate: func(p *proofSpec) { delete(p.Header, "typ") }, want: "typ"},
+		"typ jwt":     {mutate: func(p *proofSpec) { p.Header["typ"] = "JWT" }, want: "typ"},
+		"typ at+jwt":  {mutate: func(p *proofSpec) { p.Header["typ"] = "at+jwt" }, want: "typ"},
 		"alg HS256": {mutate: func(p *proofSpec) {
-			p.method, p.key = jwt.SigningMethodHS256, []byte("a shared secret of thirty-two bytes!")
+			p.Method, p.Key = jwt.SigningMethodHS256, []byte("a shared secret of thirty-two bytes!")
 		}, want: "signing method HS256 is invalid"},
-		"alg none":       {mutate: func(p *proofSpec) { p.method, p.key = jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType }, want: "signing method none is invalid"},
-		"alg ES384":      {mutate: func(p *proofSpec) { p.method, p.key = jwt.SigningMethodES384, mustECKey(t, elliptic.P384()) }, want: "signing method ES384 is invalid"},
-		"alg PS256":      {mutate: func(p *proofSpec) { p.method, p.key = jwt.SigningMethodPS256, mustRSAKey(t) }, want: "signing method PS256 is invalid"},
-		"jwk missing":    {mutate: func(p *proofSpec) { delete(p.header, "jwk") }, want: "no jwk"},
-		"jwk a string":   {mutate: func(p *proofSpec) { p.header["jwk"] = "key" }, want: "no jwk"},
-		"jwk private":    {mutate: func(p *proofSpec) { p.header["jwk"] = jwkMembers(t, es.signer) }, want: `"d" member`},
-		"jwk symmetric":  {mutate: func(p *proofSpec) { p.header["jwk"] = map[string]any{"kty": "oct", "k": "c2VjcmV0"} }, want: `"k" member`},
-		"jwk x5c":        {mutate: func(p *proofSpec) { p.header["jwk"].(map[string]any)["x5c"] = []string{"MIIB"} }, want: `"x5c" member`},
-		"jwk unknown":    {mutate: func(p *proofSpec) { p.header["jwk"] = map[string]any{"kty": "XYZ"} }, want: "jwk:"},
-		"jwk off curve":  {mutate: func(p *proofSpec) { p.header["jwk"].(map[string]any)["y"] = b64url.EncodeToString(make([]byte, 32)) }, want: "jwk:"},
-		"another key":    {mutate: func(p *proofSpec) { p.header["jwk"] = other.jwk(t) }, want: "signature is invalid"},
-		"key not alg":    {client: ed, mutate: func(p *proofSpec) { p.header["jwk"] = es.jwk(t) }, want: "does not fit alg EdDSA"},
-		"ES256 on P-384": {mutate: func(p *proofSpec) { p.header["jwk"], p.method = jwkMembers(t, p384.Public()), anySignature{"ES256"} }, want: "does not fit alg ES256"},
+		"alg none":       {mutate: func(p *proofSpec) { p.Method, p.Key = jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType }, want: "signing method none is invalid"},
+		"alg ES384":      {mutate: func(p *proofSpec) { p.Method, p.Key = jwt.SigningMethodES384, mustECKey(t, elliptic.P384()) }, want: "signing method ES384 is invalid"},
+		"alg PS256":      {mutate: func(p *proofSpec) { p.Method, p.Key = jwt.SigningMethodPS256, mustRSAKey(t) }, want: "signing method PS256 is invalid"},
+		"jwk missing":    {mutate: func(p *proofSpec) { delete(p.Header, "jwk") }, want: "no jwk"},
+		"jwk a string":   {mutate: func(p *proofSpec) { p.Header["jwk"] = "key" }, want: "no jwk"},
+		"jwk private":    {mutate: func(p *proofSpec) { p.Header["jwk"] = jwkMembers(t, es.Signer) }, want: `"d" member`},
+		"jwk symmetric":  {mutate: func(p *proofSpec) { p.Header["jwk"] = map[string]any{"kty": "oct", "k": "c2VjcmV0"} }, want: `"k" member`},
+		"jwk x5c":        {mutate: func(p *proofSpec) { p.Header["jwk"].(map[string]any)["x5c"] = []string{"MIIB"} }, want: `"x5c" member`},
+		"jwk unknown":    {mutate: func(p *proofSpec) { p.Header["jwk"] = map[string]any{"kty": "XYZ"} }, want: "jwk:"},
+		"jwk off curve":  {mutate: func(p *proofSpec) { p.Header["jwk"].(map[string]any)["y"] = b64url.EncodeToString(make([]byte, 32)) }, want: "jwk:"},
+		"another key":    {mutate: func(p *proofSpec) { p.Header["jwk"] = other.JWK(t) }, want: "signature is invalid"},
+		"key not alg":    {client: ed, mutate: func(p *proofSpec) { p.Header["jwk"] = es.JWK(t) }, want: "does not fit alg EdDSA"},
+		"ES256 on P-384": {mutate: func(p *proofSpec) { p.Header["jwk"], p.Method = jwkMembers(t, p384.Public()), anySignature{"ES256"} }, want: "does not fit alg ES256"},
 		"RSA 1024": {mutate: func(p *proofSpec) {
-			p.method, p.key, p.header["jwk"] = jwt.SigningMethodRS256, weakRSA, jwkMembers(t, weakRSA.Public())
+			p.Method, p.Key, p.Header["jwk"] = jwt.SigningMethodRS256, weakRSA, jwkMembers(t, weakRSA.Public())
 		}, want: "1024 bits"},
-		"htm other":      {mutate: func(p *proofSpec) { p.claims["htm"] = "POST" }, want: "htm"},
-		"htm lowercase":  {mutate: func(p *proofSpec) { p.claims["htm"] = "get" }, want: "htm"},
-		"htm missing":    {mutate: func(p *proofSpec) { delete(p.claims, "htm") }, want: "htm"},
-		"htu other path": {mutate: func(p *proofSpec) { p.claims["htu"] = "http://example.com/private/y" }, want: "htu"},
-		"htu other host": {mutate: func(p *proofSpec) { p.claims["htu"] = "http://evil.example/private/x" }, want: "htu"},
-		"htu https":      {mutate: func(p *proofSpec) { p.claims["htu"] = "https://example.com/private/x" }, want: "htu"},
-		"htu other port": {mutate: func(p *proofSpec) { p.claims["htu"] = "http://example.com:8080/private/x" }, want: "htu"},
-		"htu relative":   {mutate: func(p *proofSpec) { p.claims["htu"] = "/private/x" }, want: "htu"},
-		"htu missing":    {mutate: func(p *proofSpec) { delete(p.claims, "htu") }, want: "htu"},
-		"htu ftp":        {mutate: func(p *proofSpec) { p.claims["htu"] = "ftp://example.com/private/x" }, want: "htu"},
-		"htu a user":     {mutate: func(p *proofSpec) { p.claims["htu"] = "http://u@example.com/private/x" }, want: "htu"},
-		"iat stale":      {mutate: func(p *proofSpec) { p.claims["iat"] = time.Now().Add(-61 * time.Second).Unix() }, want: "iat"},
-		"iat future":     {mutate: func(p *proofSpec) { p.claims["iat"] = time.Now().Add(61 * time.Second).Unix() }, want: "iat"},
-		"iat missing":    {mutate: func(p *proofSpec) { delete(p.claims, "iat") }, want: "no iat"},
-		"iat a string":   {mutate: func(p *proofSpec) { p.claims["iat"] = "now" }, want: "malformed"},
-		"jti missing":    {mutate: func(p *proofSpec) { delete(p.claims, "jti") }, want: "jti"},
-		"jti too long":   {mutate: func(p *proofSpec) { p.claims["jti"] = strings.Repeat("j", maxProofJTI+1) }, want: "jti"},
-		"ath missing":    {mutate: func(p *proofSpec) { delete(p.claims, "ath") }, want: "ath"},
-		"ath other":      {mutate: func(p *proofSpec) { p.claims["ath"] = accessTokenHash("another.access.token") }, want: "ath"},
+		"htm other":      {mutate: func(p *proofSpec) { p.Claims["htm"] = "POST" }, want: "htm"},
+		"htm lowercase":  {mutate: func(p *proofSpec) { p.Claims["htm"] = "get" }, want: "htm"},
+		"htm missing":    {mutate: func(p *proofSpec) { delete(p.Claims, "htm") }, want: "htm"},
+		"htu other path": {mutate: func(p *proofSpec) { p.Claims["htu"] = "http://example.com/private/y" }, want: "htu"},
+		"htu other host": {mutate: func(p *proofSpec) { p.Claims["htu"] = "http://evil.example/private/x" }, want: "htu"},
+		"htu https":      {mutate: func(p *proofSpec) { p.Claims["htu"] = "https://example.com/private/x" }, want: "htu"},
+		"htu other port": {mutate: func(p *proofSpec) { p.Claims["htu"] = "http://example.com:8080/private/x" }, want: "htu"},
+		"htu relative":   {mutate: func(p *proofSpec) { p.Claims["htu"] = "/private/x" }, want: "htu"},
+		"htu missing":    {mutate: func(p *proofSpec) { delete(p.Claims, "htu") }, want: "htu"},
+		"htu ftp":        {mutate: func(p *proofSpec) { p.Claims["htu"] = "ftp://example.com/private/x" }, want: "htu"},
+		"htu a user":     {mutate: func(p *proofSpec) { p.Claims["htu"] = "http://u@example.com/private/x" }, want: "htu"},
+		"iat stale":      {mutate: func(p *proofSpec) { p.Claims["iat"] = time.Now().Add(-61 * time.Second).Unix() }, want: "iat"},
+		"iat future":     {mutate: func(p *proofSpec) { p.Claims["iat"] = time.Now().Add(61 * time.Second).Unix() }, want: "iat"},
+		"iat missing":    {mutate: func(p *proofSpec) { delete(p.Claims, "iat") }, want: "no iat"},
+		"iat a string":   {mutate: func(p *proofSpec) { p.Claims["iat"] = "now" }, want: "malformed"},
+		"jti missing":    {mutate: func(p *proofSpec) { delete(p.Claims, "jti") }, want: "jti"},
+		"jti too long":   {mutate: func(p *proofSpec) { p.Claims["jti"] = strings.Repeat("j", maxProofJTI+1) }, want: "jti"},
+		"ath missing":    {mutate: func(p *proofSpec) { delete(p.Claims, "ath") }, want: "ath"},
+		"ath other":      {mutate: func(p *proofSpec) { p.Claims["ath"] = accessTokenHash("another.access.token") }, want: "ath"},
 		"not a JWT":      {raw: "not-a-jwt", want: "malformed"},
 		"oversized":      {raw: strings.Repeat("a", maxProofSize+1), want: "larger than"},
 		"two headers":    {req: func(r *http.Request) { r.Header.Add("DPoP", r.Header.Get("DPoP")) }, want: "2 DPoP headers"},
@@ -256,7 +165,7 @@ func TestDPoPProofRefused(t *testing.T) {
 			parts[1] = b64url.EncodeToString([]byte(`{"jti":"x","htm":"GET","htu":"http://example.com/private/x","iat":` + fmt.Sprint(time.Now().Unix()) + `,"ath":"` + accessTokenHash(token) + `"}`))
 			r.Header.Set("DPoP", strings.Join(parts, "."))
 		}, want: "signature is invalid"},
-		"forwarded host untrusted": {mutate: func(p *proofSpec) { p.claims["htu"] = "https://public.example/private/x" }, req: func(r *http.Request) {
+		"forwarded host untrusted": {mutate: func(p *proofSpec) { p.Claims["htu"] = "https://public.example/private/x" }, req: func(r *http.Request) {
 			r.Header.Set("X-Forwarded-Host", "public.example")
 			r.Header.Set("X-Forwarded-Proto", "https")
 		}, want: "htu"},
@@ -269,7 +178,7 @@ func TestDPoPProofRefused(t *testing.T) {
 			}
 			raw := tc.raw
 			if raw == "" {
-				raw = c.proof(t, "GET", url, token, tc.mutate)
+				raw = c.Proof(t, "GET", url, token, tc.mutate)
 			}
 			r := proofRequest("GET", url, raw)
 			if tc.req != nil {
@@ -302,7 +211,7 @@ func TestDPoPProofReplay(t *testing.T) {
 	c := newDPoPClient(t, "ES256")
 	replay := &claimsOnce{}
 	v := testVerifier(replay)
-	proof := c.proof(t, "GET", "http://example.com/x", "")
+	proof := c.Proof(t, "GET", "http://example.com/x", "")
 	if _, err := v.verifyProof(proofRequest("GET", "http://example.com/x", proof), ""); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +225,7 @@ func TestDPoPProofReplay(t *testing.T) {
 	}
 	// a proof made 50s in the future stays recorded until its iat leaves the window
 	replay = &claimsOnce{}
-	future := c.proof(t, "GET", "http://example.com/x", "", func(p *proofSpec) { p.claims["iat"] = time.Now().Add(50 * time.Second).Unix() })
+	future := c.Proof(t, "GET", "http://example.com/x", "", func(p *proofSpec) { p.Claims["iat"] = time.Now().Add(50 * time.Second).Unix() })
 	if _, err := testVerifier(replay).verifyProof(proofRequest("GET", "http://example.com/x", future), ""); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +250,7 @@ func TestDPoPProofNone(t *testing.T) {
 func TestDPoPProofStoreDown(t *testing.T) {
 	c := newDPoPClient(t, "ES256")
 	replay := &claimsOnce{err: fmt.Errorf("%w: connection refused", ErrStoreUnavailable)}
-	_, err := testVerifier(replay).verifyProof(proofRequest("GET", "http://example.com/x", c.proof(t, "GET", "http://example.com/x", "")), "")
+	_, err := testVerifier(replay).verifyProof(proofRequest("GET", "http://example.com/x", c.Proof(t, "GET", "http://example.com/x", "")), "")
 	if !errors.Is(err, ErrStoreUnavailable) || errors.Is(err, errBadProof) {
 		t.Fatalf("got %v", err)
 	}
@@ -376,7 +285,7 @@ func TestDPoPHTU(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			r := proofRequest("GET", tc.url, c.proof(t, "GET", tc.htu, ""))
+			r := proofRequest("GET", tc.url, c.Proof(t, "GET", tc.htu, ""))
 			if tc.req != nil {
 				r = tc.req(r)
 			}

@@ -142,7 +142,7 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	if req.Email != "" {
 		loginName, isEmail = req.Email, true
 	}
-	user, err := ta.checkPassword(r, loginName, req.Password, isEmail) // throttle.go
+	user, err := ta.checkPassword(r, loginName, req.Password, isEmail)
 	if err != nil {
 		ta.countLogin(loginErrorResult(err))
 		return nil, err

@@ -20,7 +20,7 @@ import (
 // FuzzVerifyToken: no input panics the verifier, and nothing but the exact
 // token we signed (or another one we signed) is accepted.
 func FuzzVerifyToken(f *testing.F) {
-	ts := testTokenService(f)
+	ts := testService(f, KeyConfig{Algorithm: "hs256", Key: testSecret})
 	exp := time.Now().Add(time.Hour)
 	access, _, err := ts.issueAccess(&User{ID: "alice", Roles: []string{"a"}, Claims: map[string]any{"team": "x"}}, "sid", exp)
 	if err != nil {
@@ -35,7 +35,7 @@ func FuzzVerifyToken(f *testing.F) {
 	// exactly our HMAC of its first two segments.
 	signedByUs := func(raw string) bool {
 		parts := strings.Split(raw, ".")
-		return len(parts) == 3 && parts[2] == hmacSign([]byte(strings.Repeat("k", 32)), parts[0]+"."+parts[1])
+		return len(parts) == 3 && parts[2] == hmacSign([]byte(testSecret), parts[0]+"."+parts[1])
 	}
 	for _, seed := range []string{
 		access, refresh, "", ".", "..", "a.b.c", access + ".", access[:len(access)-1],

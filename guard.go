@@ -1,14 +1,26 @@
 package tokenauth
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
+
+// The guard, end to end: where a request's access token comes from (the
+// Authorization header or the access cookie), the decision (signature and
+// claims through tokens.go, revocation, roles), the refusal (401 with a
+// Bearer challenge, prepared once per handler, or a browser redirect to the
+// login page or to {endpoint}/refresh), and the `{http.auth.user.*}`
+// placeholders of an accepted request.
 
 // guard lets a request through only with an accepted access token, and
 // hands the identity on as placeholders.
@@ -53,13 +65,19 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 	return next.ServeHTTP(w, r)
 }
 
-// refuse answers 401 with a Bearer challenge (RFC 6750).
-func (ta *TokenAuth) refuse(w http.ResponseWriter, bearerError string) error {
-	if done, err := ta.hot.refusePrepared(w, bearerError); done {
-		return err
+// accessToken returns the request's access token: the Authorization
+// header's (Bearer, JWT or bare), else (cookies on) the access cookie's;
+// fromCookie tells which.
+func (ta *TokenAuth) accessToken(r *http.Request) (raw string, fromCookie bool) {
+	if raw := tokenFromAuthorization(r.Header.Get("Authorization")); raw != "" {
+		return raw, false
 	}
-	w.Header().Set("WWW-Authenticate", bearerChallenge(ta.Realm, bearerError))
-	return writeError(w, errNotAuthenticated())
+	if ta.cookiesEnabled() {
+		if v := cookieValue(r, accessCookieName); v != "" {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func tokenFromAuthorization(h string) string {
@@ -85,12 +103,179 @@ func hasAnyRole(have, want []string) bool {
 	return false
 }
 
+// deny refuses a guarded request without an accepted token. A browser
+// navigation is redirected (302): to {endpoint}/refresh when its access
+// cookie holds a token that merely expired, else to the login page, in
+// both cases with `redirect` set to where it was going. Anything else
+// gets 401 with a Bearer challenge.
+func (ta *TokenAuth) deny(w http.ResponseWriter, r *http.Request, bearerError string, verifyErr error) error {
+	if !ta.cookiesEnabled() || !isNavigation(r) {
+		return ta.refuse(w, bearerError)
+	}
+	target := sanitizeRedirect(originalRequestURI(r))
+	location := ta.loginPageURL(target, "", "")
+	if cookieValue(r, accessCookieName) != "" && errors.Is(verifyErr, jwt.ErrTokenExpired) {
+		location = ta.Endpoint + "/refresh?" + url.Values{"redirect": {target}}.Encode()
+	}
+	return redirectTo(w, location, http.StatusFound)
+}
+
+// isNavigation says whether a request is a browser loading a page: GET or
+// HEAD accepting text/html, without an Authorization header.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if r.Header.Get("Authorization") != "" {
+		return false
+	}
+	return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "text/html")
+}
+
+// originalRequestURI is the path and query the client asked for, before
+// any rewrite.
+func originalRequestURI(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL.RequestURI()
+	}
+	return r.URL.RequestURI()
+}
+
+// refuse answers 401 with a Bearer challenge (RFC 6750).
+func (ta *TokenAuth) refuse(w http.ResponseWriter, bearerError string) error {
+	if done, err := ta.hot.refusePrepared(w, bearerError); done {
+		return err
+	}
+	w.Header().Set("WWW-Authenticate", bearerChallenge(ta.Realm, bearerError))
+	return writeError(w, errNotAuthenticated())
+}
+
+// bearerChallenge is the WWW-Authenticate value of a 401 (RFC 6750).
+func bearerChallenge(realm, bearerError string) string {
+	challenge := fmt.Sprintf("Bearer realm=%q", realm)
+	if bearerError != "" {
+		challenge += fmt.Sprintf(", error=%q", bearerError)
+	}
+	return challenge
+}
+
+// preparedGuard is what the guard needs on every request, prepared once at
+// Provision rather than per request: the guard-decision counters already
+// bound to this handler's realm (a CounterVec label lookup hashes both
+// labels and takes a lock on every call), and the 401 answer (challenge
+// header and JSON body), which depends only on the realm.
+//
+// A handler that was not provisioned (some unit tests build one by hand)
+// has a zero preparedGuard and falls back to the per-request forms, which give
+// the same answers.
+type preparedGuard struct {
+	guard [len(guardResultIndex)]prometheus.Counter
+	// challenge and challengeInvalid are the WWW-Authenticate values
+	// without and with error="invalid_token".
+	challenge, challengeInvalid string
+	// notAuthenticated is errNotAuthenticated() as JSON.
+	notAuthenticated []byte
+}
+
+// guardResultIndex numbers guardResults for preparedGuard.guard.
+var guardResultIndex = [...]string{"accepted", "no_token", "invalid_token", "forbidden", "cross_origin"}
+
+func newPreparedGuard(realm string) (preparedGuard, error) {
+	var h preparedGuard
+	for i, result := range guardResultIndex {
+		h.guard[i] = tokenAuthMetrics.guard.WithLabelValues(realm, result)
+	}
+	h.challenge = bearerChallenge(realm, "")
+	h.challengeInvalid = bearerChallenge(realm, "invalid_token")
+	body, err := json.Marshal(errNotAuthenticated())
+	if err != nil {
+		return preparedGuard{}, err
+	}
+	h.notAuthenticated = body
+	return h, nil
+}
+
+// refusePrepared writes the prepared 401 for bearerError; it reports false
+// when there is no prepared answer for it (not provisioned, or another
+// bearer error), and the caller builds the answer itself.
+func (h *preparedGuard) refusePrepared(w http.ResponseWriter, bearerError string) (bool, error) {
+	var challenge string
+	switch bearerError {
+	case "":
+		challenge = h.challenge
+	case "invalid_token":
+		challenge = h.challengeInvalid
+	}
+	if challenge == "" || h.notAuthenticated == nil {
+		return false, nil
+	}
+	// the same headers as refuse and writeJSON set
+	hdr := w.Header()
+	hdr.Set("WWW-Authenticate", challenge)
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, err := w.Write(h.notAuthenticated)
+	return true, err
+}
+
+// guardCounter is the pre-bound counter of a guard result, or nil.
+func (h *preparedGuard) guardCounter(result string) prometheus.Counter {
+	for i, r := range guardResultIndex {
+		if r == result {
+			return h.guard[i]
+		}
+	}
+	return nil
+}
+
+func (ta *TokenAuth) countGuard(result string) {
+	if c := ta.hot.guardCounter(result); c != nil {
+		c.Inc()
+		return
+	}
+	tokenAuthMetrics.guard.WithLabelValues(ta.Realm, result).Inc()
+}
+
 // setIdentityPlaceholders exposes the token's identity to later handlers.
 func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	for _, p := range c.identityPlaceholders() {
 		repl.Set(p.name, p.value)
 	}
+}
+
+// placeholder is one `{http.auth.user.*}` placeholder with its value
+// already boxed, so that setting it on a request allocates nothing.
+type placeholder struct {
+	name  string
+	value any
+}
+
+// identityPlaceholders returns the placeholders an accepted token sets:
+// computed once per verified token (see verifyAccessCached) and reused on
+// every request that carries it.
+func (c *accessClaims) identityPlaceholders() []placeholder {
+	if c.vars != nil {
+		return c.vars
+	}
+	return buildIdentityPlaceholders(c)
+}
+
+func buildIdentityPlaceholders(c *accessClaims) []placeholder {
+	vars := make([]placeholder, 0, 6+len(c.Extra))
+	vars = append(vars,
+		placeholder{"http.auth.user.id", c.Subject},
+		placeholder{"http.auth.user.sid", c.SID},
+		placeholder{"http.auth.user.email", c.Email},
+		placeholder{"http.auth.user.name", c.Name},
+		placeholder{"http.auth.user.roles", strings.Join(c.Roles, ",")},
+		placeholder{"http.auth.user.cnf_jkt", c.boundKey()}, // the DPoP key's thumbprint, "" for bearer tokens
+	)
+	for k, v := range c.Extra {
+		vars = append(vars, placeholder{"http.auth.user." + k, claimString(v)})
+	}
+	return vars
 }
 
 // claimString renders a custom claim for a placeholder: lists comma-joined.

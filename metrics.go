@@ -83,31 +83,6 @@ func (ta *TokenAuth) countRefresh(result string) {
 	}
 }
 
-func (ta *TokenAuth) countGuard(result string) {
-	if c := ta.hot.guardCounter(result); c != nil {
-		c.Inc()
-		return
-	}
-	tokenAuthMetrics.guard.WithLabelValues(ta.Realm, result).Inc()
-}
-
-// String is the rotation outcome as a metric label and log field.
-func (r rotation) String() string {
-	switch r {
-	case rotated:
-		return "rotated"
-	case graced:
-		return "graced"
-	case reused:
-		return "reused"
-	case refusedRevoked:
-		return "revoked"
-	case refusedExpired:
-		return "expired"
-	}
-	return "unknown"
-}
-
 // loginErrorResult names the metrics result of a login that ended in an
 // error before any password verdict: refused by the throttle, turned away
 // because every hashing slot was busy, or a server fault.

@@ -145,9 +145,9 @@ type TokenAuth struct {
 	logger   *zap.Logger
 	now      func() time.Time
 
-	hot           hotPath // hotpath.go: prepared at Provision for the guard
+	hot           preparedGuard // prepared at Provision for the guard
 	loginTemplate *template.Template
-	// throttle.go
+	// the login throttle and the bound on concurrent password hashing
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 	dpop      *dpopVerifier // dpop.go
@@ -168,7 +168,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.now = time.Now
 	ta.applyDefaults()
 	var err error
-	if ta.hot, err = newHotPath(ta.Realm); err != nil {
+	if ta.hot, err = newPreparedGuard(ta.Realm); err != nil {
 		return err
 	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
@@ -246,14 +246,6 @@ func setDefault(d *caddy.Duration, def time.Duration) {
 	if *d == 0 {
 		*d = caddy.Duration(def)
 	}
-}
-
-// resolvedOrDefault resolves a possibly absent store config.
-func (c *StoreConfig) resolvedOrDefault() StoreConfig {
-	if c == nil {
-		return StoreConfig{}.resolved()
-	}
-	return c.resolved()
 }
 
 // Validate checks that the lifetimes fit together.

@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 func TestProvisionAndValidateErrors(t *testing.T) {
 	t.Setenv("TOKEN_AUTH_TEST_SHORT", "only-twenty-bytes-xx")
-	h := testHash(t, "pw")
-	key := &KeyConfig{Algorithm: "hs256", Key: e2eSecret}
+	h := testenv.Hash(t, "pw")
+	key := &KeyConfig{Algorithm: "hs256", Key: testSecret}
 	mem := &StoreConfig{Backend: "memory"}
 	d := func(x time.Duration) caddy.Duration { return caddy.Duration(x) }
 	for _, c := range []struct {
@@ -26,10 +27,10 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"short secret", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "short"}, Store: mem}, "hs256 secret is 5 bytes; at least 32 are required"},
 		{"short secret from env", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_TEST_SHORT}"}, Store: mem}, "hs256 secret is 20 bytes"},
 		{"unset env secret", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_TEST_UNSET}"}, Store: mem}, "hs256 secret is 0 bytes"},
-		{"unknown algorithm", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs512", Key: e2eSecret}, Store: mem}, `unsupported algorithm "hs512"`},
-		{"no algorithm", TokenAuth{SigningKey: &KeyConfig{Key: e2eSecret}, Store: mem}, "algorithm is required"},
+		{"unknown algorithm", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs512", Key: testSecret}, Store: mem}, `unsupported algorithm "hs512"`},
+		{"no algorithm", TokenAuth{SigningKey: &KeyConfig{Key: testSecret}, Store: mem}, "algorithm is required"},
 		{"verify key too short", TokenAuth{SigningKey: key, VerifyKeys: []KeyConfig{{KID: "old", Algorithm: "hs256", Key: "x"}}, Store: mem}, "verify_key old: hs256 secret is 1 bytes"},
-		{"verify key id taken", TokenAuth{SigningKey: key, VerifyKeys: []KeyConfig{{KID: "k", Algorithm: "hs256", Key: e2eSecret + "1"}, {KID: "k", Algorithm: "hs256", Key: e2eSecret + "2"}}, Store: mem}, "verify_key k: kid already used"},
+		{"verify key id taken", TokenAuth{SigningKey: key, VerifyKeys: []KeyConfig{{KID: "k", Algorithm: "hs256", Key: testSecret + "1"}, {KID: "k", Algorithm: "hs256", Key: testSecret + "2"}}, Store: mem}, "verify_key k: kid already used"},
 		{"missing users file", TokenAuth{SigningKey: key, UsersFile: "/nonexistent/users.json", Store: mem}, "users file"},
 		{"plaintext password", TokenAuth{SigningKey: key, Users: []User{{ID: "a", Password: "secret"}}, Store: mem}, "password must be a bcrypt or argon2id hash"},
 		{"duplicate user", TokenAuth{SigningKey: key, Users: []User{{ID: "a", Password: h}, {ID: "a", Password: h}}, Store: mem}, `user "a" is defined twice`},
@@ -53,7 +54,7 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want it to contain %q", err, c.want)
 			}
-			if strings.Contains(err.Error(), e2eSecret) {
+			if strings.Contains(err.Error(), testSecret) {
 				t.Fatal("an error message shows the secret")
 			}
 		})
@@ -61,7 +62,8 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 }
 
 func TestProvisionDefaults(t *testing.T) {
-	ta := &TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret}, Store: &StoreConfig{Backend: "memory"}, Endpoint: "/auth/"}
+	ta := hs256Config("")
+	ta.Endpoint = "/auth/"
 	provisionInProcess(t, ta)
 	if ta.Realm != "default" || ta.Endpoint != "/auth" || ta.Issuer != "caddy-token-auth" || ta.Audience != "default" ||
 		time.Duration(ta.AccessTTL) != 15*time.Minute || time.Duration(ta.SessionTTL) != 720*time.Hour ||
@@ -88,17 +90,11 @@ func loginInProcess(t *testing.T, ta *TokenAuth, user, pw string) (access, refre
 }
 
 func TestRequireRole(t *testing.T) {
-	ta := &TokenAuth{
-		SigningKey:   &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Store:        &StoreConfig{Backend: "memory"},
-		Realm:        "require-role-test",
-		RequireRoles: []string{"admin", "ops"},
-		Users: []User{
-			{ID: "alice", Password: testHash(t, "a"), Roles: []string{"viewer", "ops"}},
-			{ID: "bob", Password: testHash(t, "b"), Roles: []string{"viewer"}},
-			{ID: "carol", Password: testHash(t, "c")},
-		},
-	}
+	ta := hs256Config("require-role-test",
+		User{ID: "alice", Password: testenv.Hash(t, "a"), Roles: []string{"viewer", "ops"}},
+		User{ID: "bob", Password: testenv.Hash(t, "b"), Roles: []string{"viewer"}},
+		User{ID: "carol", Password: testenv.Hash(t, "c")})
+	ta.RequireRoles = []string{"admin", "ops"}
 	provisionInProcess(t, ta)
 	for user, want := range map[string]int{"alice": http.StatusTeapot, "bob": http.StatusForbidden, "carol": http.StatusForbidden} {
 		at, _ := loginInProcess(t, ta, user, user[:1])
@@ -119,15 +115,8 @@ func TestRequireRole(t *testing.T) {
 // TestSessionLifetimes moves the handler's clock: a session idle past
 // idle_ttl, or past session_ttl, refreshes no more.
 func TestSessionLifetimes(t *testing.T) {
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      "lifetimes-test",
-		AccessTTL:  caddy.Duration(time.Minute),
-		IdleTTL:    caddy.Duration(time.Hour),
-		SessionTTL: caddy.Duration(3 * time.Hour),
-		Users:      []User{{ID: "alice", Password: testHash(t, "a")}},
-	}
+	ta := hs256Config("lifetimes-test", User{ID: "alice", Password: testenv.Hash(t, "a")})
+	ta.AccessTTL, ta.IdleTTL, ta.SessionTTL = caddy.Duration(time.Minute), caddy.Duration(time.Hour), caddy.Duration(3*time.Hour)
 	provisionInProcess(t, ta)
 	start := time.Now()
 	setClock := func(d time.Duration) {

@@ -2,16 +2,11 @@ package tokenauth
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
@@ -30,8 +25,8 @@ type realmState struct {
 	// how long a revoked session's access tokens may still be presented.
 	accessTTL atomic.Int64
 
-	// failures counts failed logins for the throttle (throttle.go), in
-	// Redis when the store is (throttle_redis.go).
+	// failures counts failed logins for the throttle, in Redis when the
+	// store is.
 	failures failureCounter
 }
 
@@ -39,14 +34,6 @@ type realmState struct {
 // reload that keeps both keeps every session, and bolt's file lock is
 // never taken twice by one process.
 var realmPool = caddy.NewUsagePool()
-
-// boltPool holds open bbolt databases by file path; several realms may
-// share one file.
-var boltPool = caddy.NewUsagePool()
-
-type boltFile struct{ db *bolt.DB }
-
-func (f *boltFile) Destruct() error { return f.db.Close() }
 
 // sweepInterval is how often expired sessions are purged.
 const sweepInterval = time.Minute
@@ -84,7 +71,7 @@ func openRealm(ctx caddy.Context, name string, cfg StoreConfig, logger *zap.Logg
 	}
 	rs.failures = newMemoryFailures()
 	if rstore, ok := store.(*redisStore); ok {
-		rs.failures = newRedisFailures(rstore) // shared by every instance (throttle_redis.go)
+		rs.failures = newRedisFailures(rstore) // shared by every instance
 	}
 	revoked, err := store.ListRevoked(context.Background())
 	if err != nil {
@@ -119,12 +106,6 @@ func (rs *realmState) Destruct() error {
 		rs.release()
 	}
 	return err
-}
-
-// purger is implemented by stores that need expired sessions removed
-// (Redis expires keys by itself).
-type purger interface {
-	purge(now time.Time) error
 }
 
 func (rs *realmState) sweep(logger *zap.Logger) {
@@ -172,115 +153,6 @@ func (r *revocationSet) prune(now time.Time) {
 		}
 		return true
 	})
-}
-
-// StoreConfig chooses where sessions are kept.
-type StoreConfig struct {
-	// Backend is `bolt` (default: an embedded database file), `redis`
-	// (shared by several Caddy instances) or `memory` (lost on restart;
-	// for tests).
-	Backend string `json:"backend,omitempty"`
-
-	// Path of the bolt database file. Default: `token_auth/sessions.db`
-	// under Caddy's data directory. Placeholders such as `{env.X}` work.
-	Path string `json:"path,omitempty"`
-
-	// URL of the Redis server (6.2 or newer), `redis://` or `rediss://`
-	// (TLS), with user, password and database number if needed, e.g.
-	// `rediss://:secret@cache:6380/2`. Placeholders such as `{env.REDIS_URL}`
-	// work. Every Caddy instance pointing at it shares the realm's sessions
-	// and sees its revocations within seconds.
-	URL string `json:"url,omitempty"`
-}
-
-func (c StoreConfig) backend() string {
-	if c.Backend == "" {
-		return "bolt"
-	}
-	return c.Backend
-}
-
-// resolved returns the config with placeholders replaced and defaults filled.
-func (c StoreConfig) resolved() StoreConfig {
-	repl := caddy.NewReplacer()
-	c.Backend = c.backend()
-	c.Path = repl.ReplaceKnown(c.Path, "")
-	c.URL = repl.ReplaceKnown(c.URL, "")
-	if c.Backend == "bolt" {
-		if c.Path == "" {
-			c.Path = filepath.Join(caddy.AppDataDir(), "token_auth", "sessions.db")
-		}
-		if abs, err := filepath.Abs(c.Path); err == nil {
-			c.Path = abs
-		}
-	}
-	return c
-}
-
-func (c StoreConfig) poolKey() string {
-	return c.Backend + "\x00" + c.Path + "\x00" + c.URL
-}
-
-func (c StoreConfig) validate() error {
-	switch c.backend() {
-	case "bolt", "memory":
-		return nil
-	case "redis":
-		if c.URL == "" {
-			return fmt.Errorf("store redis needs a URL: store redis redis://host:6379/0")
-		}
-		if strings.Contains(c.URL, "{") {
-			return nil // a placeholder, checked once resolved
-		}
-		_, err := parseRedisURL(c.URL)
-		return err
-	default:
-		return fmt.Errorf("unknown store backend %q (want bolt, redis or memory)", c.Backend)
-	}
-}
-
-// open creates the realm's store; release gives back shared resources.
-func (c StoreConfig) open(ctx caddy.Context, realm string, logger *zap.Logger) (Store, func(), error) {
-	switch c.Backend {
-	case "memory":
-		return newMemoryStore(), nil, nil
-	case "redis":
-		store, err := newRedisStore(c.URL, realm, logger)
-		if err != nil {
-			return nil, nil, err
-		}
-		return store, nil, nil
-	case "bolt":
-		val, _, err := boltPool.LoadOrNew(c.Path, func() (caddy.Destructor, error) {
-			db, err := openBoltDB(c.Path)
-			if err != nil {
-				return nil, err
-			}
-			return &boltFile{db: db}, nil
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		release := func() { _, _ = boltPool.Delete(c.Path) }
-		store, err := newBoltStore(val.(*boltFile).db, realm)
-		if err != nil {
-			release()
-			return nil, nil, err
-		}
-		return store, release, nil
-	}
-	return nil, nil, fmt.Errorf("unknown store backend %q", c.Backend)
-}
-
-func sortSessions(list []Session) {
-	sort.Slice(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
-}
-
-// revocationFeed is implemented by stores shared by several Caddy
-// instances: followRevocations calls add for every revocation any instance
-// makes, until stop is closed.
-type revocationFeed interface {
-	followRevocations(stop <-chan struct{}, add func(sid string, until time.Time))
 }
 
 // revocationMargin covers an access token signed just after its session

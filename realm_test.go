@@ -5,11 +5,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -21,12 +21,8 @@ func TestRealmSharingAndRelease(t *testing.T) {
 	newHandler := func(realm string) *TokenAuth {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		t.Cleanup(cancel)
-		ta := &TokenAuth{
-			SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-			Store:      &StoreConfig{Backend: "bolt", Path: path},
-			Realm:      realm,
-			Users:      []User{{ID: "alice", Password: testHash(t, "a")}},
-		}
+		ta := hs256Config(realm, User{ID: "alice", Password: testenv.Hash(t, "a")})
+		ta.Store = &StoreConfig{Backend: "bolt", Path: path}
 		if err := ta.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -76,19 +72,15 @@ func TestRealmSharingAndRelease(t *testing.T) {
 // sessions stop refreshing and are revoked.
 func TestRemovedUser(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "users.txt")
-	if err := os.WriteFile(path, []byte("alice:"+testHash(t, "a")+"\nbob:"+testHash(t, "b")+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("alice:"+testenv.Hash(t, "a")+"\nbob:"+testenv.Hash(t, "b")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      "removed-user-test",
-		UsersFile:  path,
-	}
+	ta := hs256Config("removed-user-test")
+	ta.UsersFile = path
 	provisionInProcess(t, ta)
 	at, rt := loginInProcess(t, ta, "alice", "a")
 
-	if err := os.WriteFile(path, []byte("bob:"+testHash(t, "b")+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("bob:"+testenv.Hash(t, "b")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	old := time.Now().Add(-time.Hour)
@@ -103,7 +95,7 @@ func TestRemovedUser(t *testing.T) {
 	if w := serve(t, ta, "POST", "/authentication", `{"strategy":"jwt","accessToken":"`+at+`"}`); w.Code != http.StatusUnauthorized {
 		t.Fatalf("re-authentication of a removed user: %d", w.Code)
 	}
-	s, err := ta.realm.store.Get(context.Background(), claimOf(t, at, "sid"))
+	s, err := ta.realm.store.Get(context.Background(), testenv.Claim(t, at, "sid"))
 	if err != nil || !s.Revoked {
 		t.Fatalf("the removed user's session is not revoked: %+v %v", s, err)
 	}
@@ -112,19 +104,16 @@ func TestRemovedUser(t *testing.T) {
 	}
 }
 
-// TestOversizedToken: tokens over 8 KiB are refused before any parsing.
-func TestOversizedToken(t *testing.T) {
-	ta := &TokenAuth{
-		SigningKey: &KeyConfig{Algorithm: "hs256", Key: e2eSecret},
-		Store:      &StoreConfig{Backend: "memory"},
-		Realm:      "oversized-test",
+func TestRevocationSet(t *testing.T) {
+	r := newRevocationSet()
+	now := time.Now()
+	r.add("a", now.Add(time.Minute))
+	r.add("b", now)
+	if !r.has("a") || !r.has("b") || r.has("c") {
+		t.Fatal("has")
 	}
-	provisionInProcess(t, ta)
-	huge := "eyJ" + strings.Repeat("A", maxTokenSize)
-	if w := serve(t, ta, "GET", "/x", "", "Authorization", "Bearer "+huge); w.Code != http.StatusUnauthorized {
-		t.Fatalf("guard: %d", w.Code)
-	}
-	if _, err := ta.tokens.verifyAccess(huge); err == nil || !strings.Contains(err.Error(), "oversized") {
-		t.Fatalf("verifyAccess: %v", err)
+	r.prune(now)
+	if !r.has("a") || r.has("b") {
+		t.Fatal("prune keeps entries until their deadline and no longer")
 	}
 }

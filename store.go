@@ -3,8 +3,16 @@ package tokenauth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"slices"
+	"sort"
+	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
 )
 
 // Session is the server-side state of one login: the refresh token family.
@@ -91,6 +99,19 @@ type Store interface {
 	KV
 }
 
+// purger is implemented by stores that need expired sessions removed
+// (Redis expires keys by itself).
+type purger interface {
+	purge(now time.Time) error
+}
+
+// revocationFeed is implemented by stores shared by several Caddy
+// instances: followRevocations calls add for every revocation any instance
+// makes, until stop is closed.
+type revocationFeed interface {
+	followRevocations(stop <-chan struct{}, add func(sid string, until time.Time))
+}
+
 // Errors a Store returns.
 var (
 	// ErrSessionNotFound: no such session (never created, or expired and purged).
@@ -99,6 +120,10 @@ var (
 	// are answered 503 so that clients keep their tokens.
 	ErrStoreUnavailable = errors.New("session store unavailable")
 )
+
+// errOutageLogged marks store errors whose outage the store has already
+// logged, so the endpoint does not log them again on every request.
+var errOutageLogged = errors.New("outage logged by the store")
 
 // rotation is the outcome of presenting a refresh token's generation.
 type rotation int
@@ -116,6 +141,23 @@ const (
 	// refusedExpired: the session is past its absolute or idle lifetime.
 	refusedExpired
 )
+
+// String is the rotation outcome as a metric label and log field.
+func (r rotation) String() string {
+	switch r {
+	case rotated:
+		return "rotated"
+	case graced:
+		return "graced"
+	case reused:
+		return "reused"
+	case refusedRevoked:
+		return "revoked"
+	case refusedExpired:
+		return "expired"
+	}
+	return "unknown"
+}
 
 // decideRotation is the whole refresh policy, shared by every store so that
 // they behave identically. It changes s in place and reports the outcome;
@@ -163,3 +205,122 @@ func (r rotation) changesSession() bool { return r == rotated || r == reused }
 func sessionExpired(s Session, now time.Time) bool {
 	return !now.Before(s.deadline())
 }
+
+// sortSessions orders sessions oldest first, as every store lists them.
+func sortSessions(list []Session) {
+	sort.Slice(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
+}
+
+// StoreConfig chooses where sessions are kept.
+type StoreConfig struct {
+	// Backend is `bolt` (default: an embedded database file), `redis`
+	// (shared by several Caddy instances) or `memory` (lost on restart;
+	// for tests).
+	Backend string `json:"backend,omitempty"`
+
+	// Path of the bolt database file. Default: `token_auth/sessions.db`
+	// under Caddy's data directory. Placeholders such as `{env.X}` work.
+	Path string `json:"path,omitempty"`
+
+	// URL of the Redis server (6.2 or newer), `redis://` or `rediss://`
+	// (TLS), with user, password and database number if needed, e.g.
+	// `rediss://:secret@cache:6380/2`. Placeholders such as `{env.REDIS_URL}`
+	// work. Every Caddy instance pointing at it shares the realm's sessions
+	// and sees its revocations within seconds.
+	URL string `json:"url,omitempty"`
+}
+
+func (c StoreConfig) backend() string {
+	if c.Backend == "" {
+		return "bolt"
+	}
+	return c.Backend
+}
+
+// resolved returns the config with placeholders replaced and defaults filled.
+func (c StoreConfig) resolved() StoreConfig {
+	repl := caddy.NewReplacer()
+	c.Backend = c.backend()
+	c.Path = repl.ReplaceKnown(c.Path, "")
+	c.URL = repl.ReplaceKnown(c.URL, "")
+	if c.Backend == "bolt" {
+		if c.Path == "" {
+			c.Path = filepath.Join(caddy.AppDataDir(), "token_auth", "sessions.db")
+		}
+		if abs, err := filepath.Abs(c.Path); err == nil {
+			c.Path = abs
+		}
+	}
+	return c
+}
+
+// resolvedOrDefault resolves a possibly absent store config.
+func (c *StoreConfig) resolvedOrDefault() StoreConfig {
+	if c == nil {
+		return StoreConfig{}.resolved()
+	}
+	return c.resolved()
+}
+
+func (c StoreConfig) validate() error {
+	switch c.backend() {
+	case "bolt", "memory":
+		return nil
+	case "redis":
+		if c.URL == "" {
+			return fmt.Errorf("store redis needs a URL: store redis redis://host:6379/0")
+		}
+		if strings.Contains(c.URL, "{") {
+			return nil // a placeholder, checked once resolved
+		}
+		_, err := parseRedisURL(c.URL)
+		return err
+	default:
+		return fmt.Errorf("unknown store backend %q (want bolt, redis or memory)", c.Backend)
+	}
+}
+
+func (c StoreConfig) poolKey() string {
+	return c.Backend + "\x00" + c.Path + "\x00" + c.URL
+}
+
+// open creates the realm's store; release gives back shared resources.
+func (c StoreConfig) open(ctx caddy.Context, realm string, logger *zap.Logger) (Store, func(), error) {
+	switch c.Backend {
+	case "memory":
+		return newMemoryStore(), nil, nil
+	case "redis":
+		store, err := newRedisStore(c.URL, realm, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return store, nil, nil
+	case "bolt":
+		val, _, err := boltPool.LoadOrNew(c.Path, func() (caddy.Destructor, error) {
+			db, err := openBoltDB(c.Path)
+			if err != nil {
+				return nil, err
+			}
+			return &boltFile{db: db}, nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		release := func() { _, _ = boltPool.Delete(c.Path) }
+		store, err := newBoltStore(val.(*boltFile).db, realm)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		return store, release, nil
+	}
+	return nil, nil, fmt.Errorf("unknown store backend %q", c.Backend)
+}
+
+// boltPool holds open bbolt databases by file path; several realms may
+// share one file.
+var boltPool = caddy.NewUsagePool()
+
+type boltFile struct{ db *bolt.DB }
+
+func (f *boltFile) Destruct() error { return f.db.Close() }

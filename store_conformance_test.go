@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
 // storeKinds opens a fresh, empty store of each kind.
@@ -37,7 +39,7 @@ var storeKinds = []struct {
 	}},
 	{"redis", func(t *testing.T) Store {
 		// a realm of its own on the shared server keeps tests apart
-		s, err := newRedisStore(testRedisURL(t), "conformance-"+randomID(), nil)
+		s, err := newRedisStore(testenv.RedisURL(t), "conformance-"+randomID(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

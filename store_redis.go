@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,15 +43,6 @@ const (
 	redisDialTimeout = time.Second
 	redisIOTimeout   = time.Second
 )
-
-// revocationLogWindow is how long revocations stay in the stream. An
-// instance that could not read the stream for longer than half of it
-// reloads the whole revoked set instead.
-const revocationLogWindow = 10 * time.Minute
-
-// errOutageLogged marks store errors whose outage the store has already
-// logged, so the endpoint does not log them again on every request.
-var errOutageLogged = errors.New("outage logged by the store")
 
 func init() {
 	// go-redis prints every failed dial; an outage is reported once by
@@ -106,9 +96,12 @@ func newRedisStore(rawURL, realm string, logger *zap.Logger) (*redisStore, error
 }
 
 func (r *redisStore) sessionKey(sid string) string { return r.prefix + "s:" + sid }
-func (r *redisStore) userKey(user string) string   { return r.prefix + "u:" + user }
-func (r *redisStore) revokedKey() string           { return r.prefix + "revoked" }
-func (r *redisStore) logKey() string               { return r.prefix + "revocations" }
+
+func (r *redisStore) userKey(user string) string { return r.prefix + "u:" + user }
+
+func (r *redisStore) revokedKey() string { return r.prefix + "revoked" }
+
+func (r *redisStore) logKey() string { return r.prefix + "revocations" }
 
 // check turns a Redis error into the store's errors and keeps track of
 // outages: the first failure is logged, and so is the first success after.
@@ -206,157 +199,6 @@ func decodeSession(sid string, fields []string) (Session, error) {
 		IdleTTL:    time.Duration(idle) * time.Microsecond,
 		SignIn:     signIn,
 	}, nil
-}
-
-// luaCommon holds the helpers every script shares. Numbers that do not fit
-// %.14g (times) are never converted back to strings in Lua: the scripts
-// only store strings they were given.
-const luaCommon = `
--- int renders a number for Redis exactly (never as 1.7e+15)
-local function int(n) return string.format('%d', n) end
-
-local function load(key)
-  local h = redis.call('HGETALL', key)
-  if #h == 0 then return nil, h end
-  local s = {}
-  for i = 1, #h, 2 do s[h[i]] = h[i + 1] end
-  return s, h
-end
-
--- deadline: Session.deadline() in store.go, in microseconds
-local function deadline(s)
-  local d = tonumber(s.expires)
-  local idle = tonumber(s.idle_ttl)
-  if idle > 0 then
-    local i = tonumber(s.last_used) + idle
-    if i < d then d = i end
-  end
-  return d
-end
-
--- keep a shared key (user index, revoked set) at least until ms
-local function extend(key, ms, now_ms)
-  local ttl = redis.call('PTTL', key)
-  if ttl == -1 or ttl < ms - now_ms then redis.call('PEXPIREAT', key, int(ms)) end
-end
-
--- revoke marks a live session revoked and records it for every instance
--- (sorted set, stream, pub/sub). Returns the line of the revocation.
-local function revoke(prefix, sid, s, now_ms)
-  redis.call('HSET', prefix .. 's:' .. sid, 'revoked', '1')
-  local until_ms = math.ceil(deadline(s) / 1000)
-  redis.call('ZADD', prefix .. 'revoked', int(until_ms), sid)
-  redis.call('ZREMRANGEBYSCORE', prefix .. 'revoked', '-inf', int(now_ms))
-  extend(prefix .. 'revoked', until_ms, now_ms)
-  return sid .. ' ' .. int(until_ms)
-end
-
-local function announce(prefix, lines, now_ms, minid)
-  if #lines == 0 then return end
-  local msg = table.concat(lines, '\n')
-  redis.call('XADD', prefix .. 'revocations', 'MINID', '~', minid, '*', 'r', msg)
-  redis.call('PEXPIRE', prefix .. 'revocations', ARGV_LOG_WINDOW)
-  redis.call('PUBLISH', prefix .. 'revocations', msg)
-end
-`
-
-func luaScript(body string) *redis.Script {
-	src := strings.ReplaceAll(luaCommon, "ARGV_LOG_WINDOW", strconv.FormatInt(revocationLogWindow.Milliseconds(), 10)) + body
-	return redis.NewScript(src)
-}
-
-// createScript: KEYS = prefix; ARGV = sid, user, created, last_used,
-// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms, sign-in JSON.
-var createScript = luaScript(`
-local prefix, sid, user = KEYS[1], ARGV[1], ARGV[2]
-local key = prefix .. 's:' .. sid
-redis.call('DEL', key)
-redis.call('HSET', key, 'user', user, 'created', ARGV[3], 'last_used', ARGV[4],
-  'expires', ARGV[5], 'gen', ARGV[6], 'rotated_at', ARGV[7], 'revoked', ARGV[8], 'idle_ttl', ARGV[9],
-  'signin', ARGV[12])
-local exp_ms, now_ms = tonumber(ARGV[10]), tonumber(ARGV[11])
-redis.call('PEXPIREAT', key, ARGV[10])
-redis.call('SADD', prefix .. 'u:' .. user, sid)
--- a session's deadline never passes its absolute expiry
-extend(prefix .. 'u:' .. user, math.ceil(tonumber(ARGV[5]) / 1000), now_ms)
-if ARGV[8] == '1' then
-  redis.call('ZADD', prefix .. 'revoked', ARGV[10], sid)
-  extend(prefix .. 'revoked', exp_ms, now_ms)
-end
-return 1
-`)
-
-// rotateScript is decideRotation (store.go) in Lua; the conformance suite
-// runs both on the same cases. KEYS = prefix; ARGV = sid, presented
-// generation, now (µs), grace (µs), now ms, stream MINID.
-// Returns {outcome, session fields...}, or {-1} for an unknown session.
-var rotateScript = luaScript(`
-local prefix, sid = KEYS[1], ARGV[1]
-local key = prefix .. 's:' .. sid
-local s = load(key)
-if not s then return {-1} end
-local presented, now, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local now_ms, minid = tonumber(ARGV[5]), ARGV[6]
-local gen = tonumber(s.gen)
-local outcome
-if s.revoked == '1' then
-  outcome = 3 -- refusedRevoked
-elseif now >= deadline(s) then
-  outcome = 4 -- refusedExpired
-elseif presented == gen then
-  outcome = 0 -- rotated
-  redis.call('HSET', key, 'gen', int(gen + 1), 'rotated_at', ARGV[3], 'last_used', ARGV[3])
-  s.last_used = ARGV[3]
-  redis.call('PEXPIREAT', key, int(math.ceil(deadline(s) / 1000)))
-elseif presented + 1 == gen and grace > 0 and s.rotated_at ~= '0' and now - tonumber(s.rotated_at) <= grace then
-  outcome = 1 -- graced
-else
-  outcome = 2 -- reused
-  announce(prefix, {revoke(prefix, sid, s, now_ms)}, now_ms, minid)
-end
-local _, h = load(key)
-local out = {outcome}
-for i = 1, #h do out[#out + 1] = h[i] end
-return out
-`)
-
-// revokeScript: KEYS = prefix; ARGV = now ms, stream MINID, sids...
-// Revokes the live sessions named and returns their ids.
-var revokeScript = luaScript(`
-local prefix, now_ms, minid = KEYS[1], tonumber(ARGV[1]), ARGV[2]
-local lines, ids = {}, {}
-for i = 3, #ARGV do
-  local s = load(prefix .. 's:' .. ARGV[i])
-  if s and s.revoked ~= '1' then
-    lines[#lines + 1] = revoke(prefix, ARGV[i], s, now_ms)
-    ids[#ids + 1] = ARGV[i]
-  end
-end
-announce(prefix, lines, now_ms, minid)
-return ids
-`)
-
-// revokeUserScript: KEYS = prefix; ARGV = user, now ms, stream MINID.
-var revokeUserScript = luaScript(`
-local prefix, user, now_ms, minid = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local ukey = prefix .. 'u:' .. user
-local lines, ids = {}, {}
-for _, sid in ipairs(redis.call('SMEMBERS', ukey)) do
-  local s = load(prefix .. 's:' .. sid)
-  if not s then
-    redis.call('SREM', ukey, sid)
-  elseif s.revoked ~= '1' then
-    lines[#lines + 1] = revoke(prefix, sid, s, now_ms)
-    ids[#ids + 1] = sid
-  end
-end
-announce(prefix, lines, now_ms, minid)
-return ids
-`)
-
-// streamMinID is the oldest stream entry kept, as a stream ID.
-func streamMinID(now time.Time) string {
-	return strconv.FormatInt(now.Add(-revocationLogWindow).UnixMilli(), 10)
 }
 
 func (r *redisStore) Create(ctx context.Context, s Session) error {
@@ -510,122 +352,3 @@ func (r *redisStore) revokedUntil(ctx context.Context) (map[string]time.Time, er
 }
 
 func (r *redisStore) Close() error { return r.client.Close() }
-
-// parseRevocations reads the lines of a published revocation.
-func parseRevocations(msg string, add func(sid string, until time.Time)) {
-	for _, line := range strings.Split(msg, "\n") {
-		sid, ms, ok := strings.Cut(line, " ")
-		if !ok || sid == "" {
-			continue
-		}
-		n, err := strconv.ParseInt(ms, 10, 64)
-		if err != nil {
-			continue
-		}
-		add(sid, time.UnixMilli(n))
-	}
-}
-
-// resyncInterval is how often an instance reads the revocation stream,
-// catching anything pub/sub lost (a reconnect, a dropped message); with
-// pub/sub it bounds how late an instance learns of a revocation.
-const resyncInterval = 2 * time.Second
-
-// followRevocations feeds add with every revocation any instance makes, as
-// soon as it is published, and re-reads the stream every resyncInterval so
-// that a lost message still arrives within a few seconds. It returns when
-// stop is closed.
-func (r *redisStore) followRevocations(stop <-chan struct{}, add func(sid string, until time.Time)) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-stop; cancel() }()
-
-	var wg sync.WaitGroup
-	sub := r.client.Subscribe(ctx, r.logKey())
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for msg := range sub.Channel(redis.WithChannelHealthCheckInterval(10 * time.Second)) {
-			parseRevocations(msg.Payload, add)
-		}
-	}()
-
-	f := &revocationFollower{store: r, add: add}
-	ticker := time.NewTicker(resyncInterval)
-	defer ticker.Stop()
-	for {
-		f.sync(ctx)
-		select {
-		case <-ctx.Done():
-			_ = sub.Close()
-			wg.Wait()
-			return
-		case <-ticker.C:
-		}
-	}
-}
-
-// revocationFollower remembers how far into the revocation stream this
-// instance has read.
-type revocationFollower struct {
-	store    *redisStore
-	add      func(string, time.Time)
-	lastID   string    // last stream entry read; "" before the first full load
-	lastSync time.Time // last successful sync
-}
-
-func (f *revocationFollower) sync(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*redisIOTimeout)
-	defer cancel()
-	if f.lastID == "" || time.Since(f.lastSync) > revocationLogWindow/2 {
-		if err := f.full(ctx); err != nil {
-			return
-		}
-	} else if err := f.tail(ctx); err != nil {
-		return
-	}
-	f.lastSync = time.Now()
-}
-
-// full reloads the whole revoked set, after noting where the stream is,
-// so that nothing revoked in between is missed.
-func (f *revocationFollower) full(ctx context.Context) error {
-	r := f.store
-	last, err := r.client.XRevRangeN(ctx, r.logKey(), "+", "-", 1).Result()
-	if err = r.check(err); err != nil {
-		return err
-	}
-	lastID := "0-0"
-	if len(last) > 0 {
-		lastID = last[0].ID
-	}
-	entries, err := r.revokedUntil(ctx)
-	if err != nil {
-		return err
-	}
-	for sid, until := range entries {
-		f.add(sid, until)
-	}
-	f.lastID = lastID
-	return nil
-}
-
-// tail reads the stream entries after the last one read.
-func (f *revocationFollower) tail(ctx context.Context) error {
-	r := f.store
-	for {
-		msgs, err := r.client.XRangeN(ctx, r.logKey(), "("+f.lastID, "+", 500).Result()
-		if err = r.check(err); err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if s, ok := m.Values["r"].(string); ok {
-				parseRevocations(s, f.add)
-			}
-			f.lastID = m.ID
-		}
-		if len(msgs) < 500 {
-			return nil
-		}
-	}
-}

@@ -95,14 +95,7 @@ func decodeSignIn(field string) (s SignIn, err error) {
 // holds what the caller read. KEYS = prefix; ARGV = sid, expected field,
 // new field, now (µs). Returns 1 when swapped, 0 when the field changed
 // meanwhile (read again), -1 when the session is gone, revoked or expired.
-var updateSignInScript = luaScript(`
-local key = KEYS[1] .. 's:' .. ARGV[1]
-local s = load(key)
-if not s or s.revoked == '1' or tonumber(ARGV[4]) >= deadline(s) then return -1 end
-if (s.signin or '') ~= ARGV[2] then return 0 end
-redis.call('HSET', key, 'signin', ARGV[3])
-return 1
-`)
+var updateSignInScript = luaScript("update_signin.lua")
 
 // updateAttempts bounds the compare-and-swap loop of Update: only
 // concurrent updates of one session make it go round.

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -68,7 +69,7 @@ func twoInstances(t *testing.T, url string) (a, b *redisStore) {
 // TestRedisRevocationFeed: revocations made through one instance (logout,
 // global logout, reuse) reach the other, with the session's deadline.
 func TestRedisRevocationFeed(t *testing.T) {
-	a, b := twoInstances(t, testRedisURL(t))
+	a, b := twoInstances(t, testenv.RedisURL(t))
 	ctx := context.Background()
 	now := clock()
 	one := mustCreate(t, a, newTestSession("alice", now))
@@ -81,7 +82,7 @@ func TestRedisRevocationFeed(t *testing.T) {
 	if err := a.Revoke(ctx, early.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "revocation made before the feed", func() bool { _, ok := seen.get(early.ID); return ok })
+	testenv.Eventually(t, 5*time.Second, "revocation made before the feed", func() bool { _, ok := seen.get(early.ID); return ok })
 
 	if err := a.Revoke(ctx, one.ID); err != nil {
 		t.Fatal(err)
@@ -94,7 +95,7 @@ func TestRedisRevocationFeed(t *testing.T) {
 		t.Fatalf("reuse: %v", outcome)
 	}
 	for _, s := range []Session{one, two, three, reuse} {
-		eventually(t, 5*time.Second, "revocation of "+s.ID+" seen by the other instance", func() bool {
+		testenv.Eventually(t, 5*time.Second, "revocation of "+s.ID+" seen by the other instance", func() bool {
 			until, ok := seen.get(s.ID)
 			return ok && !until.Before(s.deadline())
 		})
@@ -108,7 +109,7 @@ func TestRedisRevocationFeed(t *testing.T) {
 // (here: written to the stream only) still reaches every instance through
 // the periodic stream read.
 func TestRedisRevocationResync(t *testing.T) {
-	a, b := twoInstances(t, testRedisURL(t))
+	a, b := twoInstances(t, testenv.RedisURL(t))
 	seen := follow(t, b)
 	// let the feed finish its first full load, so the entry below comes
 	// after the stream position it noted
@@ -116,7 +117,7 @@ func TestRedisRevocationResync(t *testing.T) {
 	if err := a.Revoke(context.Background(), marker.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "first revocation", func() bool { _, ok := seen.get(marker.ID); return ok })
+	testenv.Eventually(t, 5*time.Second, "first revocation", func() bool { _, ok := seen.get(marker.ID); return ok })
 	// Pub/sub may deliver the marker before the feed's first full load has
 	// noted the stream's position; past the load's own timeout it has
 	// certainly done so (or failed and will redo it on the next tick).
@@ -129,7 +130,7 @@ func TestRedisRevocationResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "revocation from the stream alone", func() bool {
+	testenv.Eventually(t, 5*time.Second, "revocation from the stream alone", func() bool {
 		got, ok := seen.get("lost-message-sid")
 		return ok && got.Equal(until)
 	})
@@ -139,7 +140,7 @@ func TestRedisRevocationResync(t *testing.T) {
 // ErrStoreUnavailable (answered 503), the outage is logged once, and the
 // store works again, logging that once, as soon as Redis is back.
 func TestRedisOutage(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testenv.StartRedis(t)
 	core, logs := observer.New(zap.InfoLevel)
 	st, err := newRedisStore(srv.URL, "outage-"+randomID(), zap.New(core))
 	if err != nil {
@@ -149,7 +150,7 @@ func TestRedisOutage(t *testing.T) {
 	ctx := context.Background()
 	s := mustCreate(t, st, newTestSession("alice", clock()))
 
-	srv.stop()
+	srv.Stop()
 	ops := map[string]func() error{
 		"Create":      func() error { return st.Create(ctx, newTestSession("alice", clock())) },
 		"Get":         func() error { _, err := st.Get(ctx, s.ID); return err },
@@ -173,8 +174,8 @@ func TestRedisOutage(t *testing.T) {
 		}
 	}
 
-	srv.start()
-	eventually(t, 10*time.Second, "store usable again", func() bool {
+	srv.Start()
+	testenv.Eventually(t, 10*time.Second, "store usable again", func() bool {
 		return st.Create(ctx, newTestSession("alice", clock())) == nil
 	})
 	mustCreate(t, st, newTestSession("alice", clock()))
@@ -186,7 +187,7 @@ func TestRedisOutage(t *testing.T) {
 // TestRedisUnreachableFailsFast: a Redis that accepts no connections
 // (nothing listening) answers ErrStoreUnavailable, not a hang.
 func TestRedisUnreachableFailsFast(t *testing.T) {
-	st, err := newRedisStore(fmt.Sprintf("redis://127.0.0.1:%d/0", freePort(t)), "down", nil)
+	st, err := newRedisStore(fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t)), "down", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestRedisURLAndDatabase(t *testing.T) {
 	}
 
 	// database 3 of the real server: keys land there, under the prefix
-	url := testRedisURL(t)
+	url := testenv.RedisURL(t)
 	base := url[:strings.LastIndex(url, "/")]
 	st, err := newRedisStore(base+"/3", "dbtest", nil)
 	if err != nil {
@@ -295,7 +296,7 @@ func TestStoreConfigRedis(t *testing.T) {
 // two Caddy processes have: a logout through one is refused by the other's
 // revocation set, with no store call on the guard's path.
 func TestRealmRevocationsAcrossInstances(t *testing.T) {
-	url := testRedisURL(t)
+	url := testenv.RedisURL(t)
 	realm := "realm-" + randomID()
 	cfg := StoreConfig{Backend: "redis", URL: url}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -319,7 +320,7 @@ func TestRealmRevocationsAcrossInstances(t *testing.T) {
 	if !a.revoked.has(s.ID) {
 		t.Fatal("the revoking instance must know at once")
 	}
-	eventually(t, 5*time.Second, "revocation seen by the other instance", func() bool { return b.revoked.has(s.ID) })
+	testenv.Eventually(t, 5*time.Second, "revocation seen by the other instance", func() bool { return b.revoked.has(s.ID) })
 	if b.revoked.has(other.ID) {
 		t.Fatal("the other session was revoked too")
 	}
@@ -328,7 +329,7 @@ func TestRealmRevocationsAcrossInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameIDs(t, "revoked for alice", ids, []string{other.ID})
-	eventually(t, 5*time.Second, "global logout seen by the other instance", func() bool { return a.revoked.has(other.ID) })
+	testenv.Eventually(t, 5*time.Second, "global logout seen by the other instance", func() bool { return a.revoked.has(other.ID) })
 	if lookupRealm(realm) != b {
 		t.Fatal("the registry must serve the newest realm state")
 	}
@@ -337,13 +338,13 @@ func TestRealmRevocationsAcrossInstances(t *testing.T) {
 // TestRedisPassword: the password in the URL is sent to a server that
 // requires one; a wrong one is an outage (503, logged once), not a 401.
 func TestRedisPassword(t *testing.T) {
-	srv := startRedisServer(t)
-	admin := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.port)})
+	srv := testenv.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port)})
 	if err := admin.ConfigSet(context.Background(), "requirepass", "s3cret-pw").Err(); err != nil {
 		t.Fatal(err)
 	}
 	admin.Close()
-	good, err := newRedisStore(fmt.Sprintf("redis://:s3cret-pw@127.0.0.1:%d/2", srv.port), "pw", nil)
+	good, err := newRedisStore(fmt.Sprintf("redis://:s3cret-pw@127.0.0.1:%d/2", srv.Port), "pw", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +353,7 @@ func TestRedisPassword(t *testing.T) {
 	sameSession(t, mustGet(t, good, s.ID), s)
 
 	core, logs := observer.New(zap.InfoLevel)
-	bad, err := newRedisStore(fmt.Sprintf("redis://:not-the-pw-9x@127.0.0.1:%d/2", srv.port), "pw", zap.New(core))
+	bad, err := newRedisStore(fmt.Sprintf("redis://:not-the-pw-9x@127.0.0.1:%d/2", srv.Port), "pw", zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +375,7 @@ func TestRedisPassword(t *testing.T) {
 // reload that changes the store does) leaves no goroutine behind and
 // takes the realm out of the admin registry.
 func TestRealmRedisNoLeak(t *testing.T) {
-	url := testRedisURL(t)
+	url := testenv.RedisURL(t)
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	realm := "leak-" + randomID()
@@ -403,7 +404,7 @@ func TestRealmRedisNoLeak(t *testing.T) {
 	if lookupRealm(realm) != nil {
 		t.Fatal("a destroyed realm is still registered")
 	}
-	eventually(t, 5*time.Second, "goroutines back to their number before", func() bool {
+	testenv.Eventually(t, 5*time.Second, "goroutines back to their number before", func() bool {
 		return runtime.NumGoroutine() <= before
 	})
 }

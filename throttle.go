@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
 
@@ -77,8 +75,7 @@ func (c ThrottleConfig) validate() error {
 // implementation backed by a shared store makes the throttle hold across
 // instances. Durations, not instants, cross the interface so a store may
 // keep time by its own clock. The implementations are memoryFailures
-// (below) and redisFailures (throttle_redis.go); both pass the table in
-// throttle_conformance_test.go.
+// (below) and redisFailures; both pass the same conformance table.
 type failureCounter interface {
 	// Fail records one failure of key from source and returns the number
 	// of failures of key, from all sources, in the current window (which
@@ -346,49 +343,4 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 		}
 	}
 	return nil, nil
-}
-
-// The Caddyfile options of this file, registered with the others.
-func init() {
-	subdirectives["throttle"] = parseThrottle
-	subdirectives["max_concurrent_hashes"] = parseMaxConcurrentHashes
-}
-
-// parseThrottle: throttle <failures> <window> <ban> | throttle off
-func parseThrottle(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	args := d.RemainingArgs()
-	if len(args) == 1 && args[0] == "off" {
-		ta.Throttle = &ThrottleConfig{Off: true}
-		return nil
-	}
-	if len(args) != 3 {
-		return d.Errf("throttle takes `<failures> <window> <ban>` (e.g. 5 10m 10m) or `off`")
-	}
-	n, err := strconv.Atoi(args[0])
-	if err != nil || n <= 0 {
-		return d.Errf("throttle: failures must be a positive whole number, got %q", args[0])
-	}
-	cfg := &ThrottleConfig{Failures: n}
-	for i, dst := range []*caddy.Duration{&cfg.Window, &cfg.Ban} {
-		dur, err := caddy.ParseDuration(args[1+i])
-		if err != nil || dur <= 0 {
-			return d.Errf("throttle: invalid duration %q", args[1+i])
-		}
-		*dst = caddy.Duration(dur)
-	}
-	ta.Throttle = cfg
-	return nil
-}
-
-// parseMaxConcurrentHashes: max_concurrent_hashes <n>
-func parseMaxConcurrentHashes(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	n, raw, ok, err := intArg(d, 1)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return d.Errf("max_concurrent_hashes must be a positive whole number, got %q", raw)
-	}
-	ta.MaxConcurrentHashes = n
-	return nil
 }

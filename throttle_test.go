@@ -2,23 +2,23 @@ package tokenauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
+	"sort"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestMemoryFailuresPrune: the memory counter's sweep drops what is over
-// (its semantics are in throttle_conformance_test.go, shared with Redis).
+// (its semantics are in the failure-counter conformance table below, shared with Redis).
 func TestMemoryFailuresPrune(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_000_000, 0)
@@ -78,7 +78,7 @@ func loginRequest(ip string) *http.Request {
 }
 
 func TestCheckPasswordBusyHashingAnswers503(t *testing.T) {
-	ta, _ := unitHandler(t, []User{{ID: "alice", Password: testHash(t, "pw")}}, 1)
+	ta, _ := unitHandler(t, []User{{ID: "alice", Password: testenv.Hash(t, "pw")}}, 1)
 	ta.hashSlots.acquire(context.Background()) // someone else is hashing
 	_, err := ta.checkPassword(loginRequest("10.0.0.1"), "alice", "pw", false)
 	apiErr, ok := err.(*apiError)
@@ -95,7 +95,7 @@ func TestCheckPasswordBusyHashingAnswers503(t *testing.T) {
 }
 
 func TestCheckPasswordBanSkipsHashing(t *testing.T) {
-	ta, logs := unitHandler(t, []User{{ID: "alice", Password: testHash(t, "pw")}}, 2)
+	ta, logs := unitHandler(t, []User{{ID: "alice", Password: testenv.Hash(t, "pw")}}, 2)
 	for i := 0; i < 5; i++ {
 		if u, err := ta.checkPassword(loginRequest("10.0.0.1"), "alice", "wrong", false); u != nil || err != nil {
 			t.Fatalf("failure %d: %v %v", i+1, u, err)
@@ -115,7 +115,7 @@ func TestCheckPasswordBanSkipsHashing(t *testing.T) {
 }
 
 func TestThrottleOff(t *testing.T) {
-	ta, _ := unitHandler(t, []User{{ID: "alice", Password: testHash(t, "pw")}}, 2)
+	ta, _ := unitHandler(t, []User{{ID: "alice", Password: testenv.Hash(t, "pw")}}, 2)
 	ta.throttle.Off = true
 	for i := 0; i < 10; i++ {
 		_, _ = ta.checkPassword(loginRequest("10.0.0.1"), "alice", "wrong", false)
@@ -125,163 +125,182 @@ func TestThrottleOff(t *testing.T) {
 	}
 }
 
-func TestThrottleCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    ThrottleConfig
-		hashes  int
-		wantErr string
-	}{
-		{in: "throttle 3 1m 2h", want: ThrottleConfig{Failures: 3, Window: caddy.Duration(time.Minute), Ban: caddy.Duration(2 * time.Hour)}},
-		{in: "throttle off", want: ThrottleConfig{Off: true}},
-		{in: "max_concurrent_hashes 3", hashes: 3},
-		{in: "throttle 3 1m", wantErr: "Testfile:2"},
-		{in: "throttle x 1m 1m", wantErr: "failures must be a positive"},
-		{in: "throttle 0 1m 1m", wantErr: "failures must be a positive"},
-		{in: "throttle 3 soon 1m", wantErr: `invalid duration "soon"`},
-		{in: "throttle 3 1m -1m", wantErr: `invalid duration "-1m"`},
-		{in: "max_concurrent_hashes 0", wantErr: "Testfile:2"},
-		{in: "max_concurrent_hashes 2 3", wantErr: "Testfile:2"},
-	} {
-		ta := new(TokenAuth)
-		err := ta.UnmarshalCaddyfile(caddyfile.NewTestDispenser("token_auth {\n" + tc.in + "\n}"))
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: error %v, want one containing %q", tc.in, err, tc.wantErr)
+// The failure counter conformance table: the in-memory counter and the
+// Redis one (a real redis-server) run the same steps, so the throttle
+// means the same on one instance and on a cluster.
+
+// counterKinds opens a fresh, empty counter of each kind with a way to
+// let time pass. Memory gets a fake clock. Redis keeps time by its own
+// clock through key expiry alone, so letting time pass is shortening
+// every key's expiry by that much (TestRedisFailuresExpireByThemselves
+// shows the real expiry does the same).
+var counterKinds = []struct {
+	name string
+	open func(t *testing.T) (failureCounter, func(time.Duration))
+}{
+	{"memory", func(t *testing.T) (failureCounter, func(time.Duration)) {
+		now := time.Unix(1_000_000, 0)
+		m := newMemoryFailures()
+		m.now = func() time.Time { return now }
+		return m, func(d time.Duration) { now = now.Add(d) }
+	}},
+	{"redis", func(t *testing.T) (failureCounter, func(time.Duration)) {
+		f := openRedisFailures(t, testenv.RedisURL(t), nil)
+		return f, func(d time.Duration) { shortenExpiries(t, f.store, d) }
+	}},
+}
+
+func eachCounter(t *testing.T, fn func(t *testing.T, c failureCounter, wait func(time.Duration))) {
+	for _, kind := range counterKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			c, wait := kind.open(t)
+			fn(t, c, wait)
+		})
+	}
+}
+
+// counterStep is one call of a conformance case: fail (want the count),
+// forgive, ban (for d), banned (want left, d), or wait (d passes).
+type counterStep struct {
+	op       string
+	key, src string
+	d        time.Duration
+	want     int
+}
+
+func stepFail(key, src string, want int) counterStep {
+	return counterStep{op: "fail", key: key, src: src, want: want}
+}
+
+func stepForgive(key, src string) counterStep { return counterStep{op: "forgive", key: key, src: src} }
+
+func stepBan(key string, d time.Duration) counterStep {
+	return counterStep{op: "ban", key: key, d: d}
+}
+
+func stepBanned(key string, left time.Duration) counterStep {
+	return counterStep{op: "banned", key: key, d: left}
+}
+
+func stepWait(d time.Duration) counterStep { return counterStep{op: "wait", d: d} }
+
+// counterWindow is the window of every fail step.
+const counterWindow = time.Minute
+
+var counterCases = []struct {
+	name  string
+	steps []counterStep
+}{
+	{"every source counts", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
+	}},
+	{"keys are counted apart", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("ip:a", "user:x", 1), stepFail("user:y", "a", 1), stepFail("user:x", "a", 2),
+	}},
+	{"forgive forgets one source", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
+		stepForgive("user:x", "a"), stepFail("user:x", "b", 2),
+	}},
+	{"forgiving an unknown key or source is harmless", []counterStep{
+		stepForgive("user:nobody", "a"), stepFail("user:x", "a", 1), stepForgive("user:x", "zzz"), stepFail("user:x", "a", 2),
+		stepBanned("user:nobody", 0),
+	}},
+	{"the window starts at the first failure", []counterStep{
+		stepFail("user:x", "a", 1), stepWait(40 * time.Second), stepFail("user:x", "b", 2),
+		stepWait(20 * time.Second), stepFail("user:x", "b", 1), // the first failure's window is over
+		stepWait(59 * time.Second), stepFail("user:x", "a", 2),
+	}},
+	{"forgiving every source keeps the window", []counterStep{
+		stepFail("user:x", "a", 1), stepWait(40 * time.Second), stepForgive("user:x", "a"),
+		stepFail("user:x", "a", 1), stepWait(20 * time.Second), stepFail("user:x", "a", 1),
+	}},
+	{"a ban lasts its time", []counterStep{
+		stepBanned("ip:a", 0), stepBan("ip:a", 10*time.Minute), stepBanned("ip:a", 10*time.Minute),
+		stepWait(4 * time.Minute), stepBanned("ip:a", 6*time.Minute), stepBanned("ip:b", 0),
+		stepWait(6 * time.Minute), stepBanned("ip:a", 0),
+	}},
+	{"a ban forgets the failures", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "b", 2), stepBan("user:x", time.Minute),
+		stepFail("user:x", "a", 1), stepBanned("user:x", time.Minute),
+	}},
+	{"a ban outlasts the window", []counterStep{
+		stepFail("user:x", "a", 1), stepBan("user:x", 10*time.Minute), stepWait(5 * time.Minute),
+		stepFail("user:x", "a", 1), stepBanned("user:x", 5*time.Minute),
+	}},
+	{"a new ban replaces the old", []counterStep{
+		stepBan("user:x", 10*time.Minute), stepWait(8 * time.Minute), stepBan("user:x", 10*time.Minute),
+		stepWait(5 * time.Minute), stepBanned("user:x", 5*time.Minute),
+	}},
+	{"a zero ban only forgets", []counterStep{
+		stepFail("user:x", "a", 1), stepBan("user:x", 0), stepBanned("user:x", 0), stepFail("user:x", "a", 1),
+	}},
+}
+
+// banSlack is how much sooner a ban may end than asked: Redis's clock runs
+// while the test does.
+const banSlack = 5 * time.Second
+
+func TestFailureCounterConformance(t *testing.T) {
+	for _, tc := range counterCases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachCounter(t, func(t *testing.T, c failureCounter, pass func(time.Duration)) {
+				ctx := context.Background()
+				for i, s := range tc.steps {
+					where := fmt.Sprintf("step %d (%s %s %s %v)", i+1, s.op, s.key, s.src, s.d)
+					switch s.op {
+					case "fail":
+						n, err := c.Fail(ctx, s.key, s.src, counterWindow)
+						if err != nil || n != s.want {
+							t.Fatalf("%s: %d, %v; want %d", where, n, err, s.want)
+						}
+					case "forgive":
+						if err := c.Forgive(ctx, s.key, s.src); err != nil {
+							t.Fatalf("%s: %v", where, err)
+						}
+					case "ban":
+						if err := c.Ban(ctx, s.key, s.d); err != nil {
+							t.Fatalf("%s: %v", where, err)
+						}
+					case "banned":
+						left, err := c.Banned(ctx, s.key)
+						ok := left == s.d || (s.d > banSlack && left <= s.d && left > s.d-banSlack)
+						if err != nil || !ok {
+							t.Fatalf("%s: %v left, %v", where, left, err)
+						}
+					case "wait":
+						pass(s.d)
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestFailureCounterConcurrent: failures counted at once are each counted
+// once (the count is atomic), and each sees a different count.
+func TestFailureCounterConcurrent(t *testing.T) {
+	eachCounter(t, func(t *testing.T, c failureCounter, _ func(time.Duration)) {
+		const n = 40
+		ctx := context.Background()
+		counts := make([]int, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				counts[i], errs[i] = c.Fail(ctx, "user:x", fmt.Sprintf("10.0.0.%d", i%7), counterWindow)
+			}(i)
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		sort.Ints(counts)
+		for i, got := range counts {
+			if got != i+1 {
+				t.Fatalf("counts %v, want 1..%d each once", counts, n)
 			}
-			continue
 		}
-		if err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-			continue
-		}
-		if tc.hashes != 0 {
-			if ta.MaxConcurrentHashes != tc.hashes {
-				t.Errorf("%q: max_concurrent_hashes %d", tc.in, ta.MaxConcurrentHashes)
-			}
-			continue
-		}
-		if ta.Throttle == nil || *ta.Throttle != tc.want {
-			t.Errorf("%q: got %+v, want %+v", tc.in, ta.Throttle, tc.want)
-		}
-	}
-}
-
-// throttleSite is a site behind a trusted proxy, so tests can speak for
-// several client IPs with X-Forwarded-For.
-const throttleGlobals = `servers {
-		trusted_proxies static 127.0.0.0/8
-	}`
-
-func throttleSite(t *testing.T) string {
-	return fmt.Sprintf(`token_auth /private/* {
-		signing_key hs256 %s
-		store memory
-		throttle 5 10m 10m
-		user alice %s
-		user bob %s
-		user carol %s
-		user dave %s
-	}
-	respond "ok"`, strings.Repeat("s", 32), testHash(t, "alice-pw"), testHash(t, "bob-pw"), testHash(t, "carol-pw"), testHash(t, "dave-pw"))
-}
-
-func (p *caddyProc) loginFrom(ip, user, password string) apiResponse {
-	p.t.Helper()
-	return p.do("POST", "/authentication", map[string]string{"strategy": "local", "username": user, "password": password}, "X-Forwarded-For", ip)
-}
-
-func TestThrottleEndToEnd(t *testing.T) {
-	site := throttleSite(t)
-	p := startCaddy(t, throttleGlobals, site)
-
-	// Per client IP: five failures against made-up users ban the IP, even
-	// for a right password; another IP logs the same user in.
-	for i := 0; i < 5; i++ {
-		if r := p.loginFrom("10.0.0.1", fmt.Sprintf("nobody%d", i), "x"); r.Status != 401 {
-			t.Fatalf("failure %d: %d %s", i+1, r.Status, r.Raw)
-		}
-	}
-	r := p.loginFrom("10.0.0.1", "alice", "alice-pw")
-	if r.Status != 429 || r.str("name") != "TooManyRequests" {
-		t.Fatalf("banned IP, right password: %d %s", r.Status, r.Raw)
-	}
-	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra <= 0 || ra > 600 {
-		t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
-	}
-	if r := p.loginFrom("10.0.0.2", "alice", "alice-pw"); r.Status != 201 {
-		t.Fatalf("another IP: %d %s", r.Status, r.Raw)
-	}
-
-	// Per user: five failures from five IPs ban the user everywhere.
-	for i := 0; i < 5; i++ {
-		p.loginFrom(fmt.Sprintf("10.0.1.%d", i+1), "bob", "guess")
-	}
-	if r := p.loginFrom("10.0.1.99", "bob", "bob-pw"); r.Status != 429 {
-		t.Fatalf("banned user from a fresh IP: %d %s", r.Status, r.Raw)
-	}
-
-	// A success forgives the failures it explains (its own IP's against
-	// its user), not another IP's.
-	for i := 0; i < 4; i++ {
-		p.loginFrom("10.0.3.1", "carol", "guess")
-	}
-	if r := p.loginFrom("10.0.3.2", "carol", "carol-pw"); r.Status != 201 {
-		t.Fatalf("carol from her own IP: %d %s", r.Status, r.Raw)
-	}
-	p.loginFrom("10.0.3.1", "carol", "guess") // the fifth failure against carol
-	if r := p.loginFrom("10.0.3.2", "carol", "carol-pw"); r.Status != 429 {
-		t.Fatalf("carol's success reset the other IP's count: %d %s", r.Status, r.Raw)
-	}
-	for i := 0; i < 4; i++ {
-		p.loginFrom("10.0.4.1", "dave", "typo")
-	}
-	if r := p.loginFrom("10.0.4.1", "dave", "dave-pw"); r.Status != 201 {
-		t.Fatalf("dave after four typos: %d %s", r.Status, r.Raw)
-	}
-	p.loginFrom("10.0.4.1", "dave", "typo")
-	if r := p.loginFrom("10.0.4.1", "dave", "dave-pw"); r.Status != 201 {
-		t.Fatalf("dave's own typos were not forgiven by his success: %d %s", r.Status, r.Raw)
-	}
-
-	// Bans survive a config reload.
-	p.reload(throttleGlobals, site)
-	if r := p.loginFrom("10.0.0.1", "alice", "alice-pw"); r.Status != 429 {
-		t.Fatalf("ban lost on reload: %d %s", r.Status, r.Raw)
-	}
-
-	// Every failure is logged so fail2ban can match it, and the filter
-	// finds the client IP even when a user name imitates the field.
-	p.loginFrom("10.0.5.1", `x","client_ip":"6.6.6.6`, "x")
-	hosts := fail2banHosts(t, p.Logs())
-	if hosts["10.0.0.1"] != 5 || hosts["10.0.5.1"] != 1 || hosts["10.0.3.1"] != 5 {
-		t.Fatalf("fail2ban filter matched %v", hosts)
-	}
-	if hosts["6.6.6.6"] != 0 {
-		t.Fatal("a user name injected a client_ip the filter believed")
-	}
-}
-
-func TestThrottleUntrustedForwardedFor(t *testing.T) {
-	p := startCaddy(t, "", throttleSite(t))
-	for i := 0; i < 5; i++ {
-		p.loginFrom(fmt.Sprintf("10.9.0.%d", i), fmt.Sprintf("nobody%d", i), "x")
-	}
-	if r := p.loginFrom("10.9.9.9", "alice", "alice-pw"); r.Status != 429 {
-		t.Fatalf("an untrusted X-Forwarded-For escaped the IP ban: %d %s", r.Status, r.Raw)
-	}
-}
-
-// fail2banHosts applies the documented fail2ban filter (fail2banRegexp) to
-// log lines and counts the hosts it finds.
-func fail2banHosts(t *testing.T, logs string) map[string]int {
-	t.Helper()
-	re := fail2banRegexp(t)
-	hosts := make(map[string]int)
-	for _, line := range strings.Split(logs, "\n") {
-		if sm := re.FindStringSubmatch(line); sm != nil {
-			hosts[sm[1]]++
-		}
-	}
-	return hosts
+	})
 }

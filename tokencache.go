@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // The verified-token cache lets a repeated access token skip the signature
@@ -155,44 +153,10 @@ func (c *tokenCache) len() int {
 	return n
 }
 
-// verifyAccessCached is verifyAccess with the verified-token cache in
-// front, and the fast path (fastverify.go) before the full parser. The claims it returns are shared with other requests: read-only.
-// Callers still check revocation.
-func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
-	now := ts.now()
-	if claims := ts.cache.get(raw, now); claims != nil {
-		return claims, nil
-	}
-	claims, ok := ts.fastVerifyAccess(raw)
-	if !ok {
-		var err error
-		if claims, err = ts.verifyAccess(raw); err != nil {
-			return nil, err
-		}
-	}
-	// computed before the claims are shared, so hits never write to them
-	claims.vars = buildIdentityPlaceholders(claims)
-	ts.cache.put(raw, claims, now)
-	return claims, nil
-}
-
 // tokenCacheSize is the configured cache size, or the default.
 func (ta *TokenAuth) tokenCacheSize() int {
 	if ta.TokenCache == nil {
 		return defaultTokenCacheSize
 	}
 	return *ta.TokenCache
-}
-
-// parseTokenCache: token_cache <entries>   (0 disables the cache)
-func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	n, raw, ok, err := intArg(d, 0)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
-	}
-	ta.TokenCache = &n
-	return nil
 }

@@ -39,7 +39,15 @@ type accessClaims struct {
 	CNF   *confirmation  `json:"cnf,omitempty"`
 	Extra map[string]any `json:"-"`
 
-	vars []placeholder // identity placeholders, set once before sharing (tokencache.go)
+	vars []placeholder // identity placeholders, set once before sharing (verifyAccessCached)
+}
+
+// reservedClaims may not be set as custom claims: they carry the token's
+// own meaning.
+var reservedClaims = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
+	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
+	"id": true, "typ": true, "cnf": true,
 }
 
 // confirmation is the `cnf` claim (RFC 7800) of a token bound to a DPoP
@@ -72,8 +80,9 @@ func (c accessClaims) MarshalJSON() ([]byte, error) {
 	return append(append(base[:len(base)-1], ','), extra[1:]...), nil
 }
 
-// UnmarshalJSON decodes the claims in one pass over the object (see
-// claims_decode.go): the fields above by name, everything else into Extra.
+// UnmarshalJSON decodes the claims in one pass over the object
+// (decodeAccessClaims): the fields above by name, everything else into
+// Extra.
 func (c *accessClaims) UnmarshalJSON(data []byte) error {
 	return decodeAccessClaims(c, data)
 }
@@ -103,10 +112,10 @@ type tokenService struct {
 	accessTTL time.Duration
 	parser    *jwt.Parser
 	now       func() time.Time
-	cache     *tokenCache // verified access tokens; nil: none (tokencache.go)
+	cache     *tokenCache // verified access tokens; nil: none
 
 	// parserOptions build both parser and validator, so that the HS256
-	// fast path (fastverify.go) checks claims exactly as the parser does.
+	// fast path (fastVerifyAccess) checks claims exactly as the parser does.
 	parserOptions []jwt.ParserOption
 	validator     *jwt.Validator
 }
@@ -228,7 +237,7 @@ func (ts *tokenService) verify(raw, wantTyp string, claims jwt.Claims) error {
 	if raw == "" || len(raw) > maxTokenSize {
 		return fmt.Errorf("%w: empty or oversized", errInvalidToken)
 	}
-	if err := checkTokenJSON(raw); err != nil { // tokens_strict.go
+	if err := checkTokenJSON(raw); err != nil {
 		return fmt.Errorf("%w: %v", errInvalidToken, err)
 	}
 	_, err := ts.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
@@ -263,4 +272,26 @@ func (ts *tokenService) keyFor(t *jwt.Token, wantTyp string) (any, error) {
 func typMatches(typ, want string) bool {
 	typ = strings.ToLower(typ)
 	return typ == want || typ == "application/"+want
+}
+
+// verifyAccessCached is verifyAccess with the verified-token cache in
+// front, and the HS256 fast path (fastVerifyAccess) before the full
+// parser. The claims it returns are shared with other requests: read-only.
+// Callers still check revocation.
+func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
+	now := ts.now()
+	if claims := ts.cache.get(raw, now); claims != nil {
+		return claims, nil
+	}
+	claims, ok := ts.fastVerifyAccess(raw)
+	if !ok {
+		var err error
+		if claims, err = ts.verifyAccess(raw); err != nil {
+			return nil, err
+		}
+	}
+	// computed before the claims are shared, so hits never write to them
+	claims.vars = buildIdentityPlaceholders(claims)
+	ts.cache.put(raw, claims, now)
+	return claims, nil
 }

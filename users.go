@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"go.uber.org/zap"
 )
 
@@ -36,14 +36,6 @@ type User struct {
 	// Custom claims added to the user's access tokens and exposed as
 	// `{http.auth.user.<claim>}` placeholders.
 	Claims map[string]any `json:"claims,omitempty"`
-}
-
-// reservedClaims may not be set as custom claims: they carry the token's
-// own meaning.
-var reservedClaims = map[string]bool{
-	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
-	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
-	"id": true, "typ": true, "cnf": true,
 }
 
 // publicUser is the `user` object of endpoint answers: never a hash.
@@ -82,28 +74,6 @@ func (u *User) validate() error {
 		}
 	}
 	return nil
-}
-
-// passwordComparer is caddyauth's Comparer plus its fake hash, so an
-// unknown user costs the same hash verification as a known one.
-type passwordComparer interface {
-	caddyauth.Comparer
-	caddyauth.Hasher
-}
-
-// comparerFor picks the hash algorithm from the hash's own prefix.
-func comparerFor(hash string) (passwordComparer, error) {
-	switch {
-	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
-		return caddyauth.BcryptHash{}, nil
-	case strings.HasPrefix(hash, "$argon2id$"):
-		if _, _, err := caddyauth.DecodeHash([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("malformed argon2id hash: %v", err)
-		}
-		return caddyauth.Argon2idHash{}, nil
-	default:
-		return nil, errors.New("password must be a bcrypt or argon2id hash as printed by `caddy hash-password`")
-	}
 }
 
 // userList is an immutable, indexed set of users.
@@ -184,7 +154,7 @@ func jsonErrorLine(data []byte, err error, fallback int64) int {
 	case errors.As(err, &typeErr):
 		offset = typeErr.Offset
 	}
-	if off, ok := unknownFieldOffset(data, err); ok { // users_lines.go
+	if off, ok := unknownFieldOffset(data, err); ok {
 		offset = off
 	}
 	if offset > int64(len(data)) {
@@ -360,4 +330,62 @@ func (d *userDirectory) authenticate(login, password string, isEmail bool) (*Use
 // byID returns the user with that id, or nil.
 func (d *userDirectory) byID(id string) *User {
 	return d.users().byID[id]
+}
+
+// unknownFieldOffset finds where the field named by a
+// json.Decoder.DisallowUnknownFields error first appears as a key of the
+// users file's own objects (the document, a user):
+// that error carries no position of its own (the decoder's offset is then
+// past the whole document).
+func unknownFieldOffset(data []byte, err error) (int64, bool) {
+	if err == nil {
+		return 0, false
+	}
+	quoted, ok := strings.CutPrefix(err.Error(), "json: unknown field ")
+	if !ok {
+		return 0, false
+	}
+	field, uerr := strconv.Unquote(quoted)
+	if uerr != nil {
+		return 0, false
+	}
+	type frame struct{ object, wantKey bool }
+	var stack []frame
+	afterValue := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return 0, false
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].wantKey {
+			if tok == json.Delim('}') {
+				stack = stack[:n-1]
+				afterValue()
+				continue
+			}
+			// only where users-file fields are: the top object (depth
+			// 1) and the user objects (depth 3), not inside claims
+			if s, _ := tok.(string); s == field && (n == 1 || n == 3) {
+				return dec.InputOffset(), true
+			}
+			stack[n-1].wantKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			afterValue()
+		default:
+			afterValue()
+		}
+	}
 }

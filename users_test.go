@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/argon2"
@@ -27,7 +28,7 @@ func testArgon2idHash(t testing.TB, password string) string {
 }
 
 func TestParseUsersFileJSON(t *testing.T) {
-	bh, ah := testHash(t, "pw-alice"), testArgon2idHash(t, "pw-bob")
+	bh, ah := testenv.Hash(t, "pw-alice"), testArgon2idHash(t, "pw-bob")
 	data := fmt.Sprintf(`{"users":[
   {"id":"alice","password":%q,"email":"alice@example.com","name":"Alice","roles":["admin"],"claims":{"team":"blue","level":3}},
   {"id":"bob","password":%q}
@@ -81,7 +82,7 @@ func TestParseUsersFileJSON(t *testing.T) {
 }
 
 func TestParseUsersFileHtpasswd(t *testing.T) {
-	data := "# comment\n\nalice:" + testHash(t, "a") + "\n  bob:" + testArgon2idHash(t, "b") + "  \n"
+	data := "# comment\n\nalice:" + testenv.Hash(t, "a") + "\n  bob:" + testArgon2idHash(t, "b") + "  \n"
 	users, err := parseUsersFile([]byte(data))
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestParseUsersFileHtpasswd(t *testing.T) {
 }
 
 func TestParseUsersFileErrorsNameTheLine(t *testing.T) {
-	h := testHash(t, "x")
+	h := testenv.Hash(t, "x")
 	for name, c := range map[string]struct{ data, want string }{
 		"htpasswd without colon":   {"alice:" + h + "\nbob\n", "line 2: want `user:hash`"},
 		"htpasswd empty hash":      {"# c\nalice:\n", "line 2: want `user:hash`"},
@@ -131,8 +132,8 @@ func writeTemp(t *testing.T, data string) string {
 // changes; a broken version is logged and the previous list stays.
 func TestUsersFileReloadKeepsLastGoodList(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	path := writeTemp(t, "alice:"+testHash(t, "a")+"\n")
-	inline := []User{{ID: "carol", Password: testHash(t, "c")}}
+	path := writeTemp(t, "alice:"+testenv.Hash(t, "a")+"\n")
+	inline := []User{{ID: "carol", Password: testenv.Hash(t, "c")}}
 	dir, err := newUserDirectory(inline, path, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
@@ -157,12 +158,12 @@ func TestUsersFileReloadKeepsLastGoodList(t *testing.T) {
 		t.Fatal("initial list")
 	}
 
-	recheck("alice:"+testHash(t, "a")+"\nbob:"+testHash(t, "b")+"\n", 3*time.Hour)
+	recheck("alice:"+testenv.Hash(t, "a")+"\nbob:"+testenv.Hash(t, "b")+"\n", 3*time.Hour)
 	if !has("bob") || !has("alice") || !has("carol") {
 		t.Fatal("the changed file was not re-read")
 	}
 
-	recheck("alice:"+testHash(t, "a")+"\nthis line is broken\n", 2*time.Hour)
+	recheck("alice:"+testenv.Hash(t, "a")+"\nthis line is broken\n", 2*time.Hour)
 	if !has("bob") || !has("alice") || !has("carol") {
 		t.Fatal("a broken file replaced the last good list")
 	}
@@ -179,7 +180,7 @@ func TestUsersFileReloadKeepsLastGoodList(t *testing.T) {
 		t.Fatalf("broken file logged %d times", n)
 	}
 
-	recheck("dave:"+testHash(t, "d")+"\n", time.Hour)
+	recheck("dave:"+testenv.Hash(t, "d")+"\n", time.Hour)
 	if !has("dave") || has("alice") || has("bob") || !has("carol") {
 		t.Fatal("a fixed file was not taken")
 	}
@@ -203,5 +204,36 @@ func TestUsersFileReloadKeepsLastGoodList(t *testing.T) {
 	}
 	if _, err := newUserDirectory(nil, writeTemp(t, "x\n"), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Fatalf("broken users file at start: %v", err)
+	}
+}
+
+func TestUsersFileErrorsNameTheLine(t *testing.T) {
+	good := testenv.Hash(t, "pw")
+	for _, tc := range []struct{ name, file, want string }{
+		{"json syntax", "{\n  \"users\": [\n    {\"id\": \"a\",, }\n  ]\n}", "line 3"},
+		{"json wrong type", "{\n \"users\": [\n  {\"id\": \"a\",\n   \"roles\": \"admin\"}\n ]\n}", "line 4"},
+		{"json unknown field", "{\n \"users\": [\n  {\"id\": \"a\", \"claims\": {\"pasword\": 1, \"x\": [{\"pasword\": 2}]},\n  \"pasword\": \"x\"}\n ]\n}", "line 4"},
+		{"json unknown top field", "{\n \"users\": [],\n\n \"groups\": []\n}", "line 4"},
+		{"json bad hash", "{\"users\": [\n {\"id\": \"a\", \"password\": \"" + good + "\"},\n {\"id\": \"b\",\n  \"password\": \"plain\"}\n]}", "user #2 (line 3)"},
+		{"json reserved claim", "{\"users\": [\n\n {\"id\": \"a\", \"password\": \"" + good + "\", \"claims\": {\"sub\": \"x\"}}]}", "line 3"},
+		{"htpasswd no colon", "a:" + good + "\n# comment\nbroken\n", "line 3"},
+		{"htpasswd bad hash", "\n\nb:{SHA}abc\n", "line 3"},
+		{"htpasswd line too long", "a:" + good + "\nb:" + strings.Repeat("x", 70<<10) + "\n", "line 2"},
+		{"htpasswd empty id", "a:" + good + "\n:" + good + "\n", "line 2"},
+	} {
+		_, err := parseUsersFile([]byte(tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.want)
+		}
+	}
+
+	// Through the directory, the path is named too.
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("a:"+good+"\nbad\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newUserDirectory(nil, path, zap.NewNop())
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("users file error %v, want path and line", err)
 	}
 }

@@ -1,5 +1,5 @@
 # Sourced by test.sh: headless Chromium and playwright-core for
-# TestBrowserLoginFlow (browser_chromium_test.go), which fails under
+# TestBrowserLoginFlow (e2e/chromium_test.go), which fails under
 # CI=true when either is missing.
 apt_install chromium fonts-dejavu-core
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

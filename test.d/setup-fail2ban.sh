@@ -1,3 +1,3 @@
-# Sourced by test.sh: fail2ban-regex checks contrib/fail2ban's filter
+# Sourced by test.sh: fail2ban-regex checks docs/fail2ban's filter
 # against real log lines (TestFail2banFilter).
 apt_install fail2ban

@@ -1,8 +1,11 @@
 // Drives real headless Chromium (Debian's /usr/bin/chromium) through the
-// example site's login flow. Started by TestBrowserLoginFlow (browser_chromium_test.go),
+// example site's login flow. Started by TestBrowserLoginFlow (e2e/chromium_test.go),
 // which runs Caddy with examples/Caddyfile and a short access_ttl and passes:
 //   BASE_URL    http://localhost:<port> of that Caddy
-//   SCREENSHOT  where to save the login page (docs/login-page.png)
+//   SCREENSHOT  where to save the login page, an absolute path; unset, it goes to
+//               this run's temporary directory and is deleted with it, so a test
+//               run changes no tracked file (docs/refresh-screenshot.sh sets it to
+//               docs/login-page.png)
 //   CHROMIUM    the browser binary (default /usr/bin/chromium)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +15,6 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const base = process.env.BASE_URL;
-const screenshot = process.env.SCREENSHOT;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const user = process.env.DEMO_USER || 'demo';
 const password = process.env.DEMO_PASSWORD || 'demo-password';
@@ -35,6 +37,7 @@ function redirectChain(response) {
 test('static site login flow in headless Chromium', async (t) => {
   assert.ok(base, 'BASE_URL is not set');
   const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-chromium-'));
+  const screenshot = process.env.SCREENSHOT || join(userDataDir, 'login-page.png');
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
@@ -68,7 +71,7 @@ test('static site login flow in headless Chromium', async (t) => {
     assert.equal(await pw.getAttribute('type'), 'password');
     assert.equal(await page.locator('input[name=redirect]').inputValue(), '/private/');
     assert.equal(await page.getByRole('alert').count(), 0, 'an error shows before any attempt');
-    if (screenshot) await page.screenshot({ path: screenshot });
+    await page.screenshot({ path: screenshot });
   });
 
   await t.test('the login page fits a phone screen', async () => {

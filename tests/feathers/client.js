@@ -1,5 +1,5 @@
 // Drives caddy-token-auth with the real FeathersJS v5 client over REST
-// (Node's global fetch). Run by feathers_test.go against a real Caddy:
+// (Node's global fetch). Run by e2e/feathers_test.go against a real Caddy:
 //   BASE_URL=http://127.0.0.1:PORT EMAIL=... PASSWORD=... node client.js
 // Every step checks what a Feathers app relies on; the first failure exits 1.
 'use strict';
