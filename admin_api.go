@@ -62,10 +62,27 @@ type adminSession struct {
 	Revoked  bool   `json:"revoked"`
 }
 
+// adminSessions shows sessions as the admin API does (and {endpoint}/sessions).
+func adminSessions(list []Session) []adminSession {
+	out := make([]adminSession, 0, len(list))
+	for _, s := range list {
+		out = append(out, adminSession{
+			SID: s.ID, User: s.User, Revoked: s.Revoked,
+			Created:  s.Created.UTC().Format(time.RFC3339),
+			LastUsed: s.LastUsed.UTC().Format(time.RFC3339),
+			Expires:  s.deadline().UTC().Format(time.RFC3339),
+		})
+	}
+	return out
+}
+
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	// /token_auth/<realm>/sessions[/<sid>], realm and sid path-escaped
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), adminBase)
 	parts := strings.Split(rest, "/")
+	if len(parts) == 2 && parts[1] == "invites" && parts[0] != "" {
+		return a.serveInvites(w, r, parts[0]) // passkeys_invite.go
+	}
 	if len(parts) < 2 || len(parts) > 3 || parts[1] != "sessions" || parts[0] == "" {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("not found; use %s<realm>/sessions", adminBase)}
 	}
@@ -94,16 +111,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return storeAPIError(err)
 		}
-		out := make([]adminSession, 0, len(list))
-		for _, s := range list {
-			out = append(out, adminSession{
-				SID: s.ID, User: s.User, Revoked: s.Revoked,
-				Created:  s.Created.UTC().Format(time.RFC3339),
-				LastUsed: s.LastUsed.UTC().Format(time.RFC3339),
-				Expires:  s.deadline().UTC().Format(time.RFC3339),
-			})
-		}
-		return writeAdminJSON(w, map[string]any{"sessions": out})
+		return writeAdminJSON(w, map[string]any{"sessions": adminSessions(list)})
 
 	case r.Method == http.MethodDelete:
 		req := revocation{sid: sid}

@@ -350,7 +350,7 @@ func BenchmarkLogin(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				s, err := ta.openSession(login, user)
+				s, err := ta.openSession(login, user, []string{"pwd"})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -418,7 +418,7 @@ func benchSessions(b *testing.B, ta *TokenAuth, n int) []string {
 	user := ta.users.byID(benchUser.ID)
 	out := make([]string, n)
 	for i := range out {
-		s, err := ta.openSession(httptest.NewRequest("POST", "/authentication", nil), user)
+		s, err := ta.openSession(httptest.NewRequest("POST", "/authentication", nil), user, []string{"pwd"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package tokenauth
 
 import (
+	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
@@ -85,14 +86,24 @@ func (ta *TokenAuth) handleFormLogin(w http.ResponseWriter, r *http.Request) err
 		return ta.answerError(w, r, err)
 	}
 	redirect := sanitizeRedirect(form.Get("redirect"))
-	res, err := ta.login(r, &authRequest{
-		Strategy: "local",
-		Username: strings.TrimSpace(form.Get("username")),
-		Email:    strings.TrimSpace(form.Get("email")),
-		Password: form.Get("password"),
-	})
+	var res *authResult
+	if form.Get("strategy") == "passkey" {
+		// the login page's script posts the passkey's answer (passkeys.go)
+		res, err = ta.passkeyLogin(r, json.RawMessage(form.Get("credential")))
+	} else {
+		res, err = ta.login(r, &authRequest{
+			Strategy: "local",
+			Username: strings.TrimSpace(form.Get("username")),
+			Email:    strings.TrimSpace(form.Get("email")),
+			Password: form.Get("password"),
+		})
+	}
 	if err != nil {
-		return redirectTo(w, ta.loginPageURL(redirect, ta.browserErrorCode(r, err), ""), http.StatusSeeOther)
+		code := ta.browserErrorCode(r, err)
+		if code == "invalid_login" && form.Get("strategy") == "passkey" {
+			code = "passkey_failed"
+		}
+		return redirectTo(w, ta.loginPageURL(redirect, code, ""), http.StatusSeeOther)
 	}
 	ta.setSessionCookies(w, r, res)
 	return redirectTo(w, redirect, http.StatusSeeOther)

@@ -30,7 +30,7 @@ import (
 //	    idle_ttl     <duration>
 //	    reuse_grace  <duration>
 //
-//	    user <id> <password-hash> [{
+//	    user <id> [<password-hash>] [{     # no hash: signs in with a passkey only
 //	        email <email>
 //	        name  <name>
 //	        roles <role...>
@@ -48,6 +48,13 @@ import (
 //	    throttle     <failures> <window> <ban> | off
 //	    max_concurrent_hashes <n>
 //	    token_cache  <entries>
+//
+//	    passkeys [on|off] [{
+//	        rp_id             <domain>
+//	        rp_name           <text>
+//	        origins           <origin...>
+//	        user_verification required|preferred|discouraged
+//	    }]
 //	    dpop         off|optional|required [{
 //	        iat_window <duration>
 //	    }]
@@ -139,6 +146,8 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseMaxConcurrentHashes(ta, d)
 		case "token_cache":
 			err = parseTokenCache(ta, d)
+		case "passkeys":
+			err = parsePasskeys(ta, d)
 		case "dpop":
 			err = parseDPoP(ta, d)
 		default:
@@ -201,13 +210,17 @@ func parseReuseGrace(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseUser: user <id> <hash> [{ email <e>; name <n>; roles <r...>; claim <k> <v> }]
+// parseUser: user <id> [<hash>] [{ email <e>; name <n>; roles <r...>; claim <k> <v> }]
+// Without a hash the account signs in only with a passkey.
 func parseUser(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
-	if len(args) != 2 {
-		return d.Errf("user takes an id and a password hash (from `caddy hash-password`)")
+	if len(args) != 1 && len(args) != 2 {
+		return d.Errf("user takes an id and a password hash (from `caddy hash-password`), or only an id for a passkey-only account")
 	}
-	u := User{ID: args[0], Password: args[1]}
+	u := User{ID: args[0]}
+	if len(args) == 2 {
+		u.Password = args[1]
+	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "email":
@@ -348,6 +361,58 @@ func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
 	}
 	ta.TokenCache = &n
+	return nil
+}
+
+// parsePasskeys: passkeys [on|off] [{ rp_id <domain>; rp_name <text>; origins <origin...>; user_verification required|preferred|discouraged }]
+func parsePasskeys(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	cfg := &PasskeysConfig{}
+	switch args := d.RemainingArgs(); {
+	case len(args) == 0, len(args) == 1 && args[0] == "on":
+	case len(args) == 1 && args[0] == "off":
+		cfg.Off = true
+	default:
+		return d.Errf("passkeys takes on or off, then an optional block")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error // a value's error, at its line
+		switch option := d.Val(); option {
+		case "rp_id":
+			if err := oneArg(d, &cfg.RPID); err != nil {
+				return err
+			}
+			err = cfg.validateRPID()
+		case "rp_name":
+			if err := oneArg(d, &cfg.RPName); err != nil {
+				return err
+			}
+		case "origins":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.ArgErr()
+			}
+			for _, o := range origins {
+				if err = cfg.validateOrigin(o); err != nil {
+					break
+				}
+			}
+			cfg.Origins = append(cfg.Origins, origins...)
+		case "user_verification":
+			if err := oneArg(d, &cfg.UserVerification); err != nil {
+				return err
+			}
+			err = cfg.validateUserVerification()
+		default:
+			return d.Errf("unknown passkeys option %q", option)
+		}
+		if err != nil {
+			return d.Err(err.Error())
+		}
+	}
+	if err := cfg.validate(); err != nil { // rp_id given after origins outside it
+		return d.Err(err.Error())
+	}
+	ta.Passkeys = cfg
 	return nil
 }
 

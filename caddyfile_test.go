@@ -40,6 +40,7 @@ const everyOption = `token_auth {
 			claim tier gold
 		}
 		user bob ` + testBcrypt + `
+		user carol
 		users_file   /etc/caddy/users.json
 		store        bolt /var/lib/caddy/sessions.db
 		cookies      off
@@ -49,6 +50,12 @@ const everyOption = `token_auth {
 		token_cache  500
 		require      role admin
 		require      role editor
+		passkeys on {
+			rp_id             example.com
+			rp_name           "Example Shop"
+			origins           https://shop.example.com https://example.com
+			user_verification required
+		}
 		dpop         required {
 			iat_window 30s
 		}
@@ -77,6 +84,7 @@ func everyOptionConfig() TokenAuth {
 			{ID: "alice", Password: testBcrypt, Email: "alice@example.com", Name: "Alice Example",
 				Roles: []string{"admin", "editor", "viewer"}, Claims: map[string]any{"team": "blue", "tier": "gold"}},
 			{ID: "bob", Password: testBcrypt},
+			{ID: "carol"},
 		},
 		UsersFile:           "/etc/caddy/users.json",
 		Store:               &StoreConfig{Backend: "bolt", Path: "/var/lib/caddy/sessions.db"},
@@ -86,7 +94,9 @@ func everyOptionConfig() TokenAuth {
 		MaxConcurrentHashes: 4,
 		TokenCache:          &tokenCache,
 		RequireRoles:        []string{"admin", "editor"},
-		DPoP:                &DPoPConfig{Mode: "required", IATWindow: caddy.Duration(30 * time.Second)},
+		Passkeys: &PasskeysConfig{RPID: "example.com", RPName: "Example Shop",
+			Origins: []string{"https://shop.example.com", "https://example.com"}, UserVerification: "required"},
+		DPoP: &DPoPConfig{Mode: "required", IATWindow: caddy.Duration(30 * time.Second)},
 	}
 }
 
@@ -182,7 +192,17 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"signing_key hs256", "signing_key takes an algorithm and a key"},
 		{"signing_key hs256 a b", "signing_key takes an algorithm and a key"},
 		{"verify_key kid hs256", "verify_key takes a key id (or auto), an algorithm and a key"},
-		{"user alice", "user takes an id and a password hash"},
+		{"user", "user takes an id and a password hash"},
+		{"user alice " + testBcrypt + " extra", "user takes an id and a password hash"},
+		{"passkeys maybe", "passkeys takes on or off"},
+		{"passkeys on off", "passkeys takes on or off"},
+		{"passkeys {\n user_verification always\n}", "user_verification must be required, preferred or discouraged"},
+		{"passkeys {\n rp_id\n}", "wrong argument count"},
+		{"passkeys {\n origins\n}", "wrong argument count"},
+		{"passkeys {\n origins example.com\n}", `origin "example.com" must be scheme://host[:port]`},
+		{"passkeys {\n origins https://example.com/login\n}", "must be scheme://host[:port]"},
+		{"passkeys {\n rp_id https://example.com\n}", `rp_id "https://example.com"`},
+		{"passkeys {\n attestation direct\n}", `unknown passkeys option "attestation"`},
 		{"user alice plaintext", "password must be a bcrypt or argon2id hash"},
 		{"user alice " + testBcrypt + " {\n nickname al\n}", `unknown user option "nickname"`},
 		{"user alice " + testBcrypt + " {\n email\n}", "wrong argument count"},

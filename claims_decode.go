@@ -121,6 +121,10 @@ func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 		err = d.audience(&c.Audience)
 	case "roles":
 		err = d.stringList(&c.Roles)
+	case "amr":
+		err = d.stringList(&c.AMR)
+	case "auth_time":
+		c.AuthTime, err = d.numericDate()
 	case "cnf":
 		err = d.confirmation(&c.CNF)
 	default:

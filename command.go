@@ -23,7 +23,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "token-auth-users",
-		Usage: "add|update|remove|list [<id>] --file <users.json> [--email <e>] [--name <n>] [--role <r>]... [--claim <k>=<v>]... [--algorithm argon2id|bcrypt]",
+		Usage: "add|update|remove|list [<id>] --file <users.json> [--email <e>] [--name <n>] [--role <r>]... [--claim <k>=<v>]... [--algorithm argon2id|bcrypt] | invite <id> --realm <r> [--address <admin>]",
 		Short: "Manages the users of a token_auth users_file",
 		Long: `
 Adds, updates, removes and lists users in a JSON users file of the
@@ -35,6 +35,7 @@ within a few seconds, without a reload.
   caddy token-auth-users update alice --file users.json --role staff --role admin
   caddy token-auth-users remove alice --file users.json
   caddy token-auth-users list --file users.json
+  caddy token-auth-users invite alice --realm default   (a passkey invitation link)
 
 The password (for add, and for update with --password) is prompted for
 without echo when standard input is a terminal; otherwise one line is read
@@ -79,7 +80,7 @@ func setUpUsersCommand(cmd *cobra.Command) {
 		Use: "list", Short: "Lists the users (never their hashes)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runUsersCommand(c, "list", args) },
 	}
-	cmd.AddCommand(add, update, remove, list)
+	cmd.AddCommand(add, update, remove, list, inviteCommand()) // passkeys_invite.go
 }
 
 // usersEdit is one parsed invocation, separated from cobra and the

@@ -21,7 +21,7 @@ func BenchmarkDPoP(b *testing.B) {
 			client := newDPoPClient(b, alg)
 			user := ta.users.byID(benchUser.ID)
 			bearer := benchTokens(b, ta, 1)[0]
-			bound, _, err := ta.tokens.issueBoundAccess(user, randomID(), client.Thumbprint(b), time.Now().Add(time.Hour))
+			bound, _, err := ta.tokens.issueSessionAccess(user, Session{ID: randomID(), SignIn: SignIn{JKT: client.Thumbprint(b)}}, time.Now().Add(time.Hour))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -33,6 +33,8 @@ type authRequest struct {
 	RefreshToken string `json:"refreshToken"`
 	// refresh_token is the shape of the seed's refresh request.
 	RefreshTokenSnake string `json:"refresh_token"`
+	// Credential is a passkey's AuthenticationResponseJSON (passkeys.go).
+	Credential json.RawMessage `json:"credential"`
 }
 
 // refreshToken returns whichever refresh token field was sent.
@@ -131,6 +133,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
 		return ta.reauthenticate(r, req.AccessToken)
+	case req.Strategy == "passkey":
+		return ta.passkeyLogin(r, req.Credential)
 	default:
 		return nil, newAPIError(http.StatusUnauthorized, "Invalid authentication information (no valid strategy set)")
 	}
@@ -151,7 +155,7 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 		ta.countLogin("failure")
 		return nil, errInvalidLogin()
 	}
-	session, err := ta.openSession(r, user)
+	session, err := ta.openSession(r, user, []string{"pwd"})
 	if err != nil {
 		ta.countLogin(failureResult(err))
 		return nil, err
@@ -161,9 +165,10 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	return ta.issuePair(user, session, "local")
 }
 
-// openSession creates the session of a sign-in, bound to the key of the
-// request's DPoP proof if it has one (bindProof).
-func (ta *TokenAuth) openSession(r *http.Request, user *User) (Session, error) {
+// openSession starts a session for user, signed in by the methods amr
+// names (RFC 8176: pwd, hwk, mfa, ...), and bound to the key of the
+// request's DPoP proof if it has one (bindProof, dpop.go).
+func (ta *TokenAuth) openSession(r *http.Request, user *User, amr []string) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -173,6 +178,7 @@ func (ta *TokenAuth) openSession(r *http.Request, user *User) (Session, error) {
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
+		SignIn:     SignIn{AMR: amr, AuthTime: now},
 	}
 	if err := ta.bindProof(r, &s); err != nil {
 		return Session{}, err
@@ -183,7 +189,7 @@ func (ta *TokenAuth) openSession(r *http.Request, user *User) (Session, error) {
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueBoundAccess(user, s.ID, s.JKT, s.deadline())
+	access, claims, err := ta.tokens.issueSessionAccess(user, s, s.deadline())
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}

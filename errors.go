@@ -27,6 +27,7 @@ var feathersNames = map[int][2]string{
 	http.StatusUnauthorized:          {"NotAuthenticated", "not-authenticated"},
 	http.StatusForbidden:             {"Forbidden", "forbidden"},
 	http.StatusNotFound:              {"NotFound", "not-found"},
+	http.StatusConflict:              {"Conflict", "conflict"},
 	http.StatusMethodNotAllowed:      {"MethodNotAllowed", "method-not-allowed"},
 	http.StatusRequestEntityTooLarge: {"PayloadTooLarge", "payload-too-large"},
 	http.StatusUnsupportedMediaType:  {"UnsupportedMediaType", "unsupported-media-type"},

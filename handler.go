@@ -33,6 +33,12 @@ func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub s
 	if handled, err := ta.serveBrowserEndpoint(w, r, sub); handled {
 		return err
 	}
+	if handled, err := ta.servePasskeyEndpoint(w, r, sub); handled { // passkeys.go
+		return err
+	}
+	if handled, err := ta.serveAccountEndpoint(w, r, sub); handled { // account.go
+		return err
+	}
 	switch {
 	case sub == "" && r.Method == http.MethodPost:
 		return ta.handlePost(w, r)

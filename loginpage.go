@@ -21,9 +21,10 @@ var builtinLoginPage string
 // another one.
 var builtinLoginTemplate = template.Must(template.New("login").Parse(builtinLoginPage))
 
-// builtinLoginCSP allows the built-in page nothing but its own inline
-// style and a form posted to this origin.
-const builtinLoginCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+// builtinLoginCSP allows the built-in pages nothing but their own inline
+// style, the endpoint's own script (passkeys.js: nothing inline), its
+// requests to this origin, and forms posted to this origin.
+const builtinLoginCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // LoginPageData is what a login page template gets (the `login_page`
 // option). Every field is plain text; html/template escapes it.
@@ -51,6 +52,16 @@ type LoginPageData struct {
 	Realm string
 	// Endpoint is the endpoint path; {{.Endpoint}}/logout signs out.
 	Endpoint string
+	// Passkeys is true when passkey sign-in is on. A template then adds
+	//   <script src="{{.ScriptURL}}" data-endpoint="{{.Endpoint}}" defer></script>
+	// a button with id="passkey-button" (the script shows it where the
+	// browser has passkeys, so leave it `hidden`), and
+	// autocomplete="username webauthn" on the user field for autofill.
+	// The script posts the passkey's answer to Action with the page's
+	// `redirect` field, like the password form.
+	Passkeys bool
+	// ScriptURL is the endpoint's passkey script ({endpoint}/passkeys.js).
+	ScriptURL string
 }
 
 // loginErrors and loginNotices word the codes carried in the login page's
@@ -63,6 +74,7 @@ var (
 		"too_many_attempts": "Too many failed attempts. Please wait a while and try again.",
 		"unavailable":       "Signing in is not possible right now. Please try again shortly.",
 		"bad_request":       "Please enter your username and password.",
+		"passkey_failed":    "That passkey did not sign you in. Please try again.",
 	}
 	loginNotices = map[string]string{
 		"signed_out": "You have been signed out.",
@@ -82,7 +94,8 @@ func loadLoginPage(path string) (*template.Template, error) {
 		return nil, fmt.Errorf("login_page %s: %w", path, err)
 	}
 	sample := LoginPageData{Action: "/authentication", Redirect: "/", Error: "x", ErrorCode: "invalid_login",
-		Notice: "x", NoticeCode: "signed_out", Host: "example.com", Realm: "default", Endpoint: "/authentication"}
+		Notice: "x", NoticeCode: "signed_out", Host: "example.com", Realm: "default", Endpoint: "/authentication",
+		Passkeys: true, ScriptURL: "/authentication/passkeys.js"}
 	if err := tmpl.Execute(io.Discard, sample); err != nil {
 		return nil, fmt.Errorf("login_page %s: %w", path, err)
 	}
@@ -126,19 +139,27 @@ func (ta *TokenAuth) serveLoginPage(w http.ResponseWriter, r *http.Request) erro
 		Realm:    ta.Realm,
 		Endpoint: ta.Endpoint,
 	}
+	if ta.passkeysOn() {
+		data.Passkeys, data.ScriptURL = true, ta.Endpoint+passkeyScriptPath
+	}
 	if msg, ok := loginErrors[q.Get("error")]; ok {
 		data.Error, data.ErrorCode = msg, q.Get("error")
 	}
 	if msg, ok := loginNotices[q.Get("notice")]; ok {
 		data.Notice, data.NoticeCode = msg, q.Get("notice")
 	}
-	tmpl := ta.loginTemplate
-	if tmpl == nil {
-		tmpl = builtinLoginTemplate
+	if ta.loginTemplate == nil {
+		return ta.writePage(w, r, http.StatusOK, builtinLoginTemplate, data, builtinLoginCSP)
 	}
+	return ta.writePage(w, r, http.StatusOK, ta.loginTemplate, data, "frame-ancestors 'none'")
+}
+
+// writePage renders one of the endpoint's HTML pages, never cached or
+// framed, under the given Content-Security-Policy.
+func (ta *TokenAuth) writePage(w http.ResponseWriter, r *http.Request, status int, tmpl *template.Template, data any, csp string) error {
 	var buf bytes.Buffer
 	if err := tmpl.Execute(&buf, data); err != nil {
-		ta.logger.Error("rendering login page", zap.Error(err))
+		ta.logger.Error("rendering "+tmpl.Name()+" page", zap.Error(err))
 		return writeError(w, errServerFault())
 	}
 	h := w.Header()
@@ -146,12 +167,8 @@ func (ta *TokenAuth) serveLoginPage(w http.ResponseWriter, r *http.Request) erro
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	if ta.loginTemplate == nil {
-		h.Set("Content-Security-Policy", builtinLoginCSP)
-	} else {
-		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
-	}
-	w.WriteHeader(http.StatusOK)
+	h.Set("Content-Security-Policy", csp)
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return nil
 	}

@@ -10,7 +10,7 @@ import (
 // The plugin's Prometheus metrics, served by Caddy's `metrics` handler and
 // the admin endpoint's /metrics with Caddy's own:
 //
-//	caddy_token_auth_logins_total{realm,result}          success | failure | throttled | busy | error
+//	caddy_token_auth_logins_total{realm,method,result}   method password | passkey; result success | failure | throttled | busy | error
 //	caddy_token_auth_refreshes_total{realm,result}       rotated | graced | reused | revoked | expired | invalid | error
 //	caddy_token_auth_reuse_detections_total{realm}       refresh tokens presented again: the session was revoked
 //	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden
@@ -22,8 +22,8 @@ var tokenAuthMetrics = struct {
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "logins_total",
-		Help: "Password logins at the token_auth endpoint, by result (success, failure: bad credentials, error: server fault).",
-	}, []string{"realm", "result"}),
+		Help: "Logins at the token_auth endpoint, by method (password, passkey) and result (success, failure: bad credentials, error: server fault).",
+	}, []string{"realm", "method", "result"}),
 	refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "refreshes_total",
 		Help: "Refresh token requests, by result (rotated, graced: racing duplicate within reuse_grace, reused, revoked, expired, invalid, error).",
@@ -41,6 +41,7 @@ var tokenAuthMetrics = struct {
 // Result labels that exist from the start (at zero), so dashboards and
 // alerts see every series before the first event.
 var (
+	loginMethods   = []string{"password", "passkey"}
 	loginResults   = []string{"success", "failure", "throttled", "busy", "error"}
 	refreshResults = []string{"rotated", "graced", "reused", "revoked", "expired", "invalid", "error"}
 	guardResults   = guardResultIndex[:]
@@ -59,8 +60,10 @@ func registerMetrics(reg prometheus.Registerer, realm string) error {
 			}
 		}
 	}
-	for _, r := range loginResults {
-		m.logins.WithLabelValues(realm, r)
+	for _, method := range loginMethods {
+		for _, r := range loginResults {
+			m.logins.WithLabelValues(realm, method, r)
+		}
 	}
 	for _, r := range refreshResults {
 		m.refreshes.WithLabelValues(realm, r)
@@ -73,7 +76,11 @@ func registerMetrics(reg prometheus.Registerer, realm string) error {
 }
 
 func (ta *TokenAuth) countLogin(result string) {
-	tokenAuthMetrics.logins.WithLabelValues(ta.Realm, result).Inc()
+	ta.countLoginMethod("password", result)
+}
+
+func (ta *TokenAuth) countLoginMethod(method, result string) {
+	tokenAuthMetrics.logins.WithLabelValues(ta.Realm, method, result).Inc()
 }
 
 func (ta *TokenAuth) countRefresh(result string) {

@@ -132,6 +132,10 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// Passkeys lets users sign in with passkeys (WebAuthn) and add them on
+	// the account page; see PasskeysConfig. Default: off.
+	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
+
 	// DPoP binds sessions and their access tokens to a key pair the client
 	// holds (RFC 9449), so that a copied token is useless without the
 	// private key: see docs/dpop.md. Default: mode optional (clients that
@@ -151,6 +155,8 @@ type TokenAuth struct {
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 	dpop      *dpopVerifier // dpop.go
+	// passkeys.go: WebAuthn configurations by host
+	relyingParties *relyingParties
 }
 
 // CaddyModule returns the Caddy module information.
@@ -216,6 +222,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
 	ta.dpop = newDPoPVerifier(dpopCfg, ta.realm.store, func() time.Time { return ta.now() })
+	ta.relyingParties = new(relyingParties)
+	ta.warnPasskeyOnlyUsers()
+	invitations.add(ta) // passkeys_invite.go
 	return nil
 }
 
@@ -266,6 +275,11 @@ func (ta *TokenAuth) Validate() error {
 	if *ta.ReuseGrace < 0 {
 		return fmt.Errorf("reuse_grace must not be negative")
 	}
+	if ta.Passkeys != nil {
+		if err := ta.Passkeys.validate(); err != nil {
+			return err
+		}
+	}
 	if ta.AccessTTL > ta.IdleTTL || ta.AccessTTL > ta.SessionTTL {
 		return fmt.Errorf("access_ttl (%s) must not exceed idle_ttl or session_ttl", time.Duration(ta.AccessTTL))
 	}
@@ -278,6 +292,7 @@ func (ta *TokenAuth) Cleanup() error {
 	if ta.realm == nil {
 		return nil
 	}
+	invitations.remove(ta)
 	return releaseRealm(ta.Realm, ta.storeCfg)
 }
 

@@ -91,12 +91,6 @@ func decodeSignIn(field string) (s SignIn, err error) {
 	return s, err
 }
 
-// updateSignInScript swaps a live session's sign-in field if it still
-// holds what the caller read. KEYS = prefix; ARGV = sid, expected field,
-// new field, now (µs). Returns 1 when swapped, 0 when the field changed
-// meanwhile (read again), -1 when the session is gone, revoked or expired.
-var updateSignInScript = luaScript("update_signin.lua")
-
 // updateAttempts bounds the compare-and-swap loop of Update: only
 // concurrent updates of one session make it go round.
 const updateAttempts = 5

@@ -58,6 +58,12 @@ var revokeScript = luaScript("revoke.lua")
 // revokeUserScript: KEYS = prefix; ARGV = user, now ms, stream MINID.
 var revokeUserScript = luaScript("revoke_user.lua")
 
+// updateSignInScript swaps a live session's sign-in field if it still
+// holds what the caller read. KEYS = prefix; ARGV = sid, expected field,
+// new field, now (µs). Returns 1 when swapped, 0 when the field changed
+// meanwhile (read again), -1 when the session is gone, revoked or expired.
+var updateSignInScript = luaScript("update_signin.lua")
+
 // streamMinID is the oldest stream entry kept, as a stream ID.
 func streamMinID(now time.Time) string {
 	return strconv.FormatInt(now.Add(-revocationLogWindow).UnixMilli(), 10)

@@ -280,9 +280,7 @@ func (ta *TokenAuth) throttleKeys(r *http.Request, login string, isEmail bool) (
 func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
 	ctx := r.Context()
 	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
-	// A handler built without Provision (as some unit tests do) has a zero
-	// config and no counter: it is not throttled.
-	throttled := !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
+	throttled := ta.throttled()
 	if throttled {
 		var longest time.Duration
 		for _, key := range []string{userKey, ipKey} {
@@ -330,17 +328,59 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 		return nil, nil
 	}
 	for _, c := range []struct{ key, source string }{{userKey, ip}, {ipKey, userKey}} {
-		n, err := ta.realm.failures.Fail(ctx, c.key, c.source, time.Duration(ta.throttle.Window))
-		if err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
-		}
-		if n >= ta.throttle.Failures {
-			if err := ta.realm.failures.Ban(ctx, c.key, time.Duration(ta.throttle.Ban)); err != nil {
-				return nil, fmt.Errorf("updating login throttle: %w", err)
-			}
-			ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", c.key),
-				zap.Int("failures", n), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
+		if err := ta.countFailure(ctx, c.key, c.source, ip); err != nil {
+			return nil, err
 		}
 	}
 	return nil, nil
+}
+
+// throttled says whether failed logins are counted. A handler built
+// without Provision (as some unit tests do) has a zero config and no
+// counter: it is not throttled.
+func (ta *TokenAuth) throttled() bool {
+	return !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
+}
+
+// countFailure records one failed login of key from source, and bans key
+// when it reaches the limit.
+func (ta *TokenAuth) countFailure(ctx context.Context, key, source, ip string) error {
+	n, err := ta.realm.failures.Fail(ctx, key, source, time.Duration(ta.throttle.Window))
+	if err != nil {
+		return fmt.Errorf("updating login throttle: %w", err)
+	}
+	if n >= ta.throttle.Failures {
+		if err := ta.realm.failures.Ban(ctx, key, time.Duration(ta.throttle.Ban)); err != nil {
+			return fmt.Errorf("updating login throttle: %w", err)
+		}
+		ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", key),
+			zap.Int("failures", n), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
+	}
+	return nil
+}
+
+// checkIPBan refuses (429) a sign-in without a user name (a passkey)
+// from a banned client IP.
+func (ta *TokenAuth) checkIPBan(ctx context.Context, ip string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	left, err := ta.realm.failures.Banned(ctx, "ip:"+ip)
+	if err != nil {
+		return fmt.Errorf("reading login throttle: %w", err)
+	}
+	if left > 0 {
+		ta.logger.Info("login refused: throttled", zap.String("client_ip", ip))
+		return errTooManyFailures(left)
+	}
+	return nil
+}
+
+// countIPFailure counts a failed sign-in without a user name against the
+// client IP; method is the failure's source.
+func (ta *TokenAuth) countIPFailure(ctx context.Context, ip, method string) error {
+	if !ta.throttled() {
+		return nil
+	}
+	return ta.countFailure(ctx, "ip:"+ip, method, ip)
 }

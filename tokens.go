@@ -36,8 +36,12 @@ type accessClaims struct {
 	Name  string   `json:"name,omitempty"`
 	Roles []string `json:"roles,omitempty"`
 	// CNF binds the token to a DPoP key (dpop.go); nil for bearer tokens.
-	CNF   *confirmation  `json:"cnf,omitempty"`
-	Extra map[string]any `json:"-"`
+	CNF *confirmation `json:"cnf,omitempty"`
+	// AMR and AuthTime say how and when the session was signed in (RFC
+	// 8176 method values, OIDC auth_time).
+	AMR      []string         `json:"amr,omitempty"`
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
+	Extra    map[string]any   `json:"-"`
 
 	vars []placeholder // identity placeholders, set once before sharing (verifyAccessCached)
 }
@@ -47,7 +51,7 @@ type accessClaims struct {
 var reservedClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
 	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
-	"id": true, "typ": true, "cnf": true,
+	"id": true, "typ": true, "amr": true, "auth_time": true, "cnf": true,
 }
 
 // confirmation is the `cnf` claim (RFC 7800) of a token bound to a DPoP
@@ -147,12 +151,13 @@ func randomID() string {
 // issueAccess signs an access token for u in session sid. It never outlives
 // the session.
 func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (string, *accessClaims, error) {
-	return ts.issueBoundAccess(u, sid, "", sessionEnd)
+	return ts.issueSessionAccess(u, Session{ID: sid}, sessionEnd)
 }
 
-// issueBoundAccess is issueAccess for a session bound to the DPoP key of
-// thumbprint jkt: the token carries it as cnf.jkt ("" binds nothing).
-func (ts *tokenService) issueBoundAccess(u *User, sid, jkt string, sessionEnd time.Time) (string, *accessClaims, error) {
+// issueSessionAccess signs an access token for u in session s, carrying
+// how and when s was signed in (amr, auth_time) and, for a session bound
+// to a DPoP key, its thumbprint (cnf.jkt, RFC 9449 §6.1).
+func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.Time) (string, *accessClaims, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
 	if sessionEnd.Before(exp) {
@@ -160,14 +165,18 @@ func (ts *tokenService) issueBoundAccess(u *User, sid, jkt string, sessionEnd ti
 	}
 	claims := &accessClaims{
 		RegisteredClaims: ts.registered(u.ID, now, exp),
-		SID:              sid,
+		SID:              s.ID,
 		Email:            u.Email,
 		Name:             u.Name,
 		Roles:            u.Roles,
+		AMR:              s.AMR,
 		Extra:            u.Claims,
 	}
-	if jkt != "" {
-		claims.CNF = &confirmation{JKT: jkt}
+	if !s.AuthTime.IsZero() {
+		claims.AuthTime = jwt.NewNumericDate(s.AuthTime)
+	}
+	if s.JKT != "" {
+		claims.CNF = &confirmation{JKT: s.JKT}
 	}
 	tok, err := ts.sign(typAccess, claims)
 	return tok, claims, err

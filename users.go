@@ -62,11 +62,11 @@ func (u *User) validate() error {
 	if u.ID == "" {
 		return errors.New("user without id")
 	}
-	if u.Password == "" {
-		return fmt.Errorf("user %q: password hash is required", u.ID)
-	}
-	if _, err := comparerFor(u.Password); err != nil {
-		return fmt.Errorf("user %q: %v", u.ID, err)
+	// no password: a passkey-only account (passkeys.go)
+	if u.Password != "" {
+		if _, err := comparerFor(u.Password); err != nil {
+			return fmt.Errorf("user %q: %v", u.ID, err)
+		}
 	}
 	for k := range u.Claims {
 		if reservedClaims[k] {
@@ -311,6 +311,11 @@ func (d *userDirectory) reloadIfChanged() {
 func (d *userDirectory) authenticate(login, password string, isEmail bool) (*User, error) {
 	list := d.users()
 	u := list.find(login, isEmail)
+	if u != nil && u.Password == "" {
+		// a passkey-only account: no password signs it in, and trying
+		// costs what an unknown user costs
+		u = nil
+	}
 	hash, comparer := list.fake, list.comparer
 	if u != nil {
 		hash = []byte(u.Password)

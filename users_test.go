@@ -102,7 +102,6 @@ func TestParseUsersFileErrorsNameTheLine(t *testing.T) {
 		"JSON syntax":              {"{\"users\":[\n{\"id\":\"alice\",\n\"password\":\"" + h + "\"\n}\n,,]}", "line 5:"},
 		"JSON wrong type":          {"{\"users\":[\n{\"id\":\"alice\",\n\"roles\":\"admin\"}]}", "line 3:"},
 		"JSON unknown field":       {"{\"users\":[{\"id\":\"alice\",\"pasword\":\"x\"}]}", "unknown field \"pasword\""},
-		"JSON user without hash":   {"{\"users\":[\n  {\"id\":\"alice\",\"password\":\"" + h + "\"},\n  {\"id\":\"bob\"}\n]}", "user #2 (line 3): user \"bob\": password hash is required"},
 		"JSON reserved claim":      {"{\"users\":[\n{\"id\":\"alice\",\"password\":\"" + h + "\",\"claims\":{\"sub\":\"root\"}}]}", "user #1 (line 2): user \"alice\": claim \"sub\" is reserved"},
 		"JSON user without id":     {"{\"users\":[{\"password\":\"" + h + "\"}]}", "user without id"},
 	} {

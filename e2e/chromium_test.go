@@ -24,7 +24,22 @@ import (
 // (test.d/setup-chromium.sh does all three). Without them it fails under
 // CI=true and skips elsewhere.
 func TestBrowserLoginFlow(t *testing.T) {
-	chromium := os.Getenv("CHROMIUM")
+	chromium, node := browserTools(t)
+	p := startExampleSite(t, "3s")
+	screenshot, err := screenshotPath(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBrowserTest(t, node, "login-flow.test.mjs", []string{"BASE_URL=" + p.BaseURL, "SCREENSHOT=" + screenshot, "CHROMIUM=" + chromium}, p)
+}
+
+// browserTools finds what the browser tests drive: Chromium ($CHROMIUM,
+// default Debian's /usr/bin/chromium), node, and playwright-core installed
+// in tests/browser. Without them a test fails under CI=true and skips
+// elsewhere.
+func browserTools(t *testing.T) (chromium, node string) {
+	t.Helper()
+	chromium = os.Getenv("CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
 	}
@@ -35,26 +50,31 @@ func TestBrowserLoginFlow(t *testing.T) {
 	}
 	_, err := os.Stat(chromium)
 	need(err, "Chromium ("+chromium+")")
-	node, err := exec.LookPath("node")
+	node, err = exec.LookPath("node")
 	need(err, "node")
 	_, err = os.Stat("../tests/browser/node_modules/playwright-core/package.json")
 	need(err, "playwright-core (npm ci in tests/browser)")
+	return chromium, node
+}
 
-	p := startExampleSite(t, "3s")
-	screenshot, err := screenshotPath(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-
+// runBrowserTest runs tests/browser/<script> with node's test runner and
+// env, and fails the test, with the logs of the Caddy processes, when it
+// fails.
+func runBrowserTest(t *testing.T, node, script string, env []string, procs ...*caddyProc) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "login-flow.test.mjs")
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "--test-concurrency=1", script)
 	cmd.Dir = "../tests/browser"
-	cmd.Env = append(os.Environ(), "BASE_URL="+p.BaseURL, "SCREENSHOT="+screenshot, "CHROMIUM="+chromium)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser test:\n%s", out)
 	if err != nil {
-		t.Fatalf("browser test failed: %v\ncaddy logs:\n%s", err, p.Logs())
+		var logs strings.Builder
+		for i, p := range procs {
+			fmt.Fprintf(&logs, "caddy #%d logs:\n%s\n", i+1, p.Logs())
+		}
+		t.Fatalf("browser test failed: %v\n%s", err, logs.String())
 	}
 }
 

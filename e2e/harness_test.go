@@ -93,6 +93,9 @@ type caddyProc struct {
 type caddyOptions struct {
 	Dir string   // share a working/data directory with another process
 	Env []string // extra environment, KEY=VALUE
+	// Host is the site's host name, default 127.0.0.1 (WebAuthn needs a
+	// name: localhost). It still listens on 127.0.0.1 only.
+	Host string
 }
 
 // startCaddy writes a Caddyfile whose site block is body, served on a
@@ -108,8 +111,11 @@ func startCaddy(t testing.TB, globals, body string, opts ...caddyOptions) *caddy
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
 	p := &caddyProc{t: t, bin: caddyBinary(t), dir: o.Dir, Port: testenv.FreePort(t), env: o.Env}
-	p.BaseURL = fmt.Sprintf("http://127.0.0.1:%d", p.Port)
+	p.BaseURL = fmt.Sprintf("http://%s:%d", o.Host, p.Port)
 	p.adminURL = fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	p.writeCaddyfile(globals, body)
 	p.start()
@@ -130,10 +136,10 @@ func (p *caddyProc) writeCaddyfile(globals, body string) {
 	%s
 }
 
-http://127.0.0.1:%d {
+%s {
 %s
 }
-`, strings.TrimPrefix(p.adminURL, "http://"), filepath.Join(p.dir, "storage"), globals, p.Port, body)
+`, strings.TrimPrefix(p.adminURL, "http://"), filepath.Join(p.dir, "storage"), globals, p.BaseURL, body)
 	cfg = strings.NewReplacer("{PORT}", fmt.Sprint(p.Port), "{DIR}", p.dir).Replace(cfg)
 	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(cfg), 0o600); err != nil {
 		p.t.Fatal(err)

@@ -161,20 +161,20 @@ func TestMetricsScrapedThroughCaddy(t *testing.T) {
 	runObservedSession(t, p)
 
 	want := map[string]float64{
-		`caddy_token_auth_logins_total{realm="default",result="success"}`:                2,
-		`caddy_token_auth_logins_total{realm="default",result="failure"}`:                1,
-		`caddy_token_auth_logins_total{realm="default",result="error"}`:                  0,
-		`caddy_token_auth_logins_total{realm="ops",result="success"}`:                    1,
-		`caddy_token_auth_refreshes_total{realm="default",result="rotated"}`:             2,
-		`caddy_token_auth_refreshes_total{realm="default",result="reused"}`:              1,
-		`caddy_token_auth_refreshes_total{realm="default",result="invalid"}`:             1,
-		`caddy_token_auth_refreshes_total{realm="default",result="graced"}`:              0,
-		`caddy_token_auth_reuse_detections_total{realm="default"}`:                       1,
-		`caddy_token_auth_guard_decisions_total{realm="default",result="accepted"}`:      2,
-		`caddy_token_auth_guard_decisions_total{realm="default",result="no_token"}`:      1,
-		`caddy_token_auth_guard_decisions_total{realm="default",result="invalid_token"}`: 1,
-		`caddy_token_auth_guard_decisions_total{realm="ops",result="forbidden"}`:         1,
-		`caddy_token_auth_guard_decisions_total{realm="ops",result="accepted"}`:          0,
+		`caddy_token_auth_logins_total{method="password",realm="default",result="success"}`: 2,
+		`caddy_token_auth_logins_total{method="password",realm="default",result="failure"}`: 1,
+		`caddy_token_auth_logins_total{method="password",realm="default",result="error"}`:   0,
+		`caddy_token_auth_logins_total{method="password",realm="ops",result="success"}`:     1,
+		`caddy_token_auth_refreshes_total{realm="default",result="rotated"}`:                2,
+		`caddy_token_auth_refreshes_total{realm="default",result="reused"}`:                 1,
+		`caddy_token_auth_refreshes_total{realm="default",result="invalid"}`:                1,
+		`caddy_token_auth_refreshes_total{realm="default",result="graced"}`:                 0,
+		`caddy_token_auth_reuse_detections_total{realm="default"}`:                          1,
+		`caddy_token_auth_guard_decisions_total{realm="default",result="accepted"}`:         2,
+		`caddy_token_auth_guard_decisions_total{realm="default",result="no_token"}`:         1,
+		`caddy_token_auth_guard_decisions_total{realm="default",result="invalid_token"}`:    1,
+		`caddy_token_auth_guard_decisions_total{realm="ops",result="forbidden"}`:            1,
+		`caddy_token_auth_guard_decisions_total{realm="ops",result="accepted"}`:             0,
 	}
 	wantMetrics(t, scrape(t, p.BaseURL+"/metrics"), want)
 	// the admin endpoint serves the same registry
@@ -185,8 +185,8 @@ func TestMetricsScrapedThroughCaddy(t *testing.T) {
 		t.Fatalf("login after reload: %d %s", r.Status, r.Raw)
 	}
 	wantMetrics(t, scrape(t, p.BaseURL+"/metrics"), map[string]float64{
-		`caddy_token_auth_logins_total{realm="default",result="success"}`: 3,
-		`caddy_token_auth_reuse_detections_total{realm="default"}`:        1,
+		`caddy_token_auth_logins_total{method="password",realm="default",result="success"}`: 3,
+		`caddy_token_auth_reuse_detections_total{realm="default"}`:                          1,
 	})
 }
 
