@@ -131,7 +131,7 @@ func (ta *TokenAuth) serveAccountEndpoint(w http.ResponseWriter, r *http.Request
 // without one is sent on to sign in (or refresh) and back.
 func (ta *TokenAuth) accountSignedIn(w http.ResponseWriter, r *http.Request) (*accessClaims, *User, bool, error) {
 	raw := cookieValue(r, accessCookieName)
-	if claims, user, err := ta.acceptAccess(raw); err == nil {
+	if claims, user, err := ta.acceptAccess(r.Context(), raw); err == nil {
 		return claims, user, true, nil
 	}
 	if r.Method == http.MethodPost {

@@ -94,15 +94,7 @@ func TestBrowserStoreDown(t *testing.T) {
 
 	// a session to refresh and log out of, made while the store is up
 	w := serveRequest(t, ta, formRequest("POST", "/authentication", login))
-	var access, refresh *http.Cookie
-	for _, c := range w.Result().Cookies() {
-		switch c.Name {
-		case accessCookieName:
-			access = c
-		case refreshCookieName:
-			refresh = c
-		}
-	}
+	access, refresh := sessionCookies(w)
 	if w.Code != 303 || access == nil || refresh == nil {
 		t.Fatalf("login: %d %v", w.Code, w.Header())
 	}

@@ -49,6 +49,19 @@ import (
 //	    max_concurrent_hashes <n>
 //	    token_cache  <entries>
 //
+//	    identity_provider <name> {     # repeatable
+//	        issuer        <url>        # OpenID Connect; or:
+//	        github        [<base_url> [<api_url>]]
+//	        client_id     <id>
+//	        client_secret <secret>
+//	        scopes        <scope...>
+//	        label         <text...>
+//	        allow_domain  <domain...>
+//	        allow_email   <address...>
+//	        roles         <role...>
+//	        timeout       <duration>
+//	    }
+//
 //	    passkeys [on|off] [{
 //	        rp_id             <domain>
 //	        rp_name           <text>
@@ -146,6 +159,8 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseMaxConcurrentHashes(ta, d)
 		case "token_cache":
 			err = parseTokenCache(ta, d)
+		case "identity_provider":
+			err = parseIdentityProvider(ta, d)
 		case "passkeys":
 			err = parsePasskeys(ta, d)
 		case "dpop":
@@ -361,6 +376,76 @@ func parseTokenCache(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		return d.Errf("token_cache takes a number of entries (0 disables it), got %q", raw)
 	}
 	ta.TokenCache = &n
+	return nil
+}
+
+// parseIdentityProvider (repeatable):
+//
+//	identity_provider <name> {
+//	    issuer        <url>            # OpenID Connect discovery; or:
+//	    github        [<base_url> [<api_url>]]
+//	    client_id     <id>
+//	    client_secret <secret>
+//	    scopes        <scope...>
+//	    label         <text...>
+//	    allow_domain  <domain...>
+//	    allow_email   <address...>
+//	    roles         <role...>
+//	    timeout       <duration>
+//	}
+func parseIdentityProvider(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	var p IdentityProvider
+	if err := oneArg(d, &p.Name); err != nil {
+		return d.Errf("identity_provider takes a name and a block")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		option := d.Val()
+		var err error
+		switch option {
+		case "issuer":
+			err = oneArg(d, &p.Issuer)
+		case "github":
+			args := d.RemainingArgs()
+			if len(args) > 2 {
+				return d.Errf("github takes at most a base URL and an API URL")
+			}
+			p.GitHub = &GitHubProvider{}
+			if len(args) > 0 {
+				p.GitHub.BaseURL = args[0]
+			}
+			if len(args) > 1 {
+				p.GitHub.APIURL = args[1]
+			}
+		case "client_id":
+			err = oneArg(d, &p.ClientID)
+		case "client_secret":
+			err = oneArg(d, &p.ClientSecret)
+		case "label":
+			words := d.RemainingArgs()
+			if len(words) == 0 {
+				return d.ArgErr()
+			}
+			p.Label = strings.Join(words, " ")
+		case "timeout":
+			err = durationArg(d, &p.Timeout)
+		case "scopes", "allow_domain", "allow_email", "roles":
+			list := map[string]*[]string{"scopes": &p.Scopes, "allow_domain": &p.AllowDomains, "allow_email": &p.AllowEmails, "roles": &p.Roles}[option]
+			args := d.RemainingArgs()
+			*list = append(*list, args...)
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown identity_provider option %q", option)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := p.validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	ta.IdentityProviders = append(ta.IdentityProviders, p)
 	return nil
 }
 

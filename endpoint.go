@@ -166,9 +166,16 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 }
 
 // openSession starts a session for user, signed in by the methods amr
-// names (RFC 8176: pwd, hwk, mfa, ...), and bound to the key of the
-// request's DPoP proof if it has one (bindProof, dpop.go).
+// names (RFC 8176: pwd, hwk, mfa, ...).
 func (ta *TokenAuth) openSession(r *http.Request, user *User, amr []string) (Session, error) {
+	return ta.openSessionWith(r, user, SignIn{AMR: amr})
+}
+
+// openSessionWith creates the session of every sign-in (password, passkey,
+// identity provider): the same refresh rotation, reuse detection and
+// revocation. signIn says how (its AuthTime is now). The session is bound
+// to the key of the request's DPoP proof if it has one (bindProof, dpop.go).
+func (ta *TokenAuth) openSessionWith(r *http.Request, user *User, signIn SignIn) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -178,8 +185,9 @@ func (ta *TokenAuth) openSession(r *http.Request, user *User, amr []string) (Ses
 		Expires:    now.Add(time.Duration(ta.SessionTTL)),
 		Generation: 1,
 		IdleTTL:    time.Duration(ta.IdleTTL),
-		SignIn:     SignIn{AMR: amr, AuthTime: now},
+		SignIn:     signIn,
 	}
+	s.AuthTime = now
 	if err := ta.bindProof(r, &s); err != nil {
 		return Session{}, err
 	}
@@ -189,7 +197,7 @@ func (ta *TokenAuth) openSession(r *http.Request, user *User, amr []string) (Ses
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueSessionAccess(user, s, s.deadline())
+	access, claims, err := ta.tokens.issueSessionAccess(withSignInClaims(user, s), s, s.deadline()) // idp.go
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}
@@ -252,7 +260,10 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 		ta.countRefresh("invalid_dpop_proof")
 		return nil, errDPoPProof(http.StatusUnauthorized)
 	}
-	user := ta.users.byID(s.User)
+	user, err := ta.userByID(r.Context(), s.User) // a realm user, or one admitted by an identity provider
+	if err != nil {
+		return nil, err
+	}
 	if user == nil {
 		// the account was removed: its sessions end with it
 		if err := ta.revokeSession(r.Context(), s.ID); err != nil {
@@ -270,7 +281,7 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 // reauthenticate answers Feathers' reAuthenticate: the same access token
 // back, with its payload and user, if it is still accepted.
 func (ta *TokenAuth) reauthenticate(r *http.Request, raw string) (*authResult, error) {
-	claims, user, err := ta.acceptAccess(raw)
+	claims, user, err := ta.acceptAccess(r.Context(), raw)
 	if err != nil {
 		return nil, err
 	}
@@ -287,12 +298,15 @@ func (ta *TokenAuth) reauthenticate(r *http.Request, raw string) (*authResult, e
 
 // acceptAccess verifies an access token, checks its session is not revoked
 // and its user still exists.
-func (ta *TokenAuth) acceptAccess(raw string) (*accessClaims, *User, error) {
+func (ta *TokenAuth) acceptAccess(ctx context.Context, raw string) (*accessClaims, *User, error) {
 	claims, err := ta.tokens.verifyAccess(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
 		return nil, nil, errNotAuthenticated()
 	}
-	user := ta.users.byID(claims.Subject)
+	user, err := ta.userByID(ctx, claims.Subject)
+	if err != nil {
+		return nil, nil, err
+	}
 	if user == nil {
 		return nil, nil, errNotAuthenticated()
 	}
@@ -306,7 +320,7 @@ func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error 
 	if fromCookie && !csrfAllowed(r) {
 		return writeError(w, errCrossOrigin())
 	}
-	claims, user, err := ta.acceptAccess(raw)
+	claims, user, err := ta.acceptAccess(r.Context(), raw)
 	if err == nil {
 		err = ta.endpointBinding(r, raw, claims, viaDPoP)
 	}

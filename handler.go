@@ -33,6 +33,9 @@ func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub s
 	if handled, err := ta.serveBrowserEndpoint(w, r, sub); handled {
 		return err
 	}
+	if handled, err := ta.serveIdPEndpoint(w, r, sub); handled {
+		return err
+	}
 	if handled, err := ta.servePasskeyEndpoint(w, r, sub); handled { // passkeys.go
 		return err
 	}

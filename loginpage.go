@@ -62,6 +62,20 @@ type LoginPageData struct {
 	Passkeys bool
 	// ScriptURL is the endpoint's passkey script ({endpoint}/passkeys.js).
 	ScriptURL string
+	// IdentityProviders are the `identity_provider` buttons, in the
+	// config's order: link each {{.URL}} with the text "Sign in with
+	// {{.Label}}" (a plain GET link; the URL already carries Redirect).
+	IdentityProviders []LoginPageProvider
+	// PasswordLogin says whether to show the password form: false when the
+	// realm has no password users but has identity providers.
+	PasswordLogin bool
+}
+
+// LoginPageProvider is one identity provider button of the login page.
+type LoginPageProvider struct {
+	Name  string // the provider's name in the config
+	Label string // its label: "Sign in with <Label>"
+	URL   string // {endpoint}/idp/<name>?redirect=<Redirect>
 }
 
 // loginErrors and loginNotices word the codes carried in the login page's
@@ -74,6 +88,7 @@ var (
 		"too_many_attempts": "Too many failed attempts. Please wait a while and try again.",
 		"unavailable":       "Signing in is not possible right now. Please try again shortly.",
 		"bad_request":       "Please enter your username and password.",
+		"idp_failed":        "Signing in with that provider did not work, or that account may not sign in here.",
 		"passkey_failed":    "That passkey did not sign you in. Please try again.",
 	}
 	loginNotices = map[string]string{
@@ -95,7 +110,8 @@ func loadLoginPage(path string) (*template.Template, error) {
 	}
 	sample := LoginPageData{Action: "/authentication", Redirect: "/", Error: "x", ErrorCode: "invalid_login",
 		Notice: "x", NoticeCode: "signed_out", Host: "example.com", Realm: "default", Endpoint: "/authentication",
-		Passkeys: true, ScriptURL: "/authentication/passkeys.js"}
+		Passkeys: true, ScriptURL: "/authentication/passkeys.js",
+		IdentityProviders: []LoginPageProvider{{Name: "example", Label: "Example", URL: "/authentication/idp/example"}}, PasswordLogin: true}
 	if err := tmpl.Execute(io.Discard, sample); err != nil {
 		return nil, fmt.Errorf("login_page %s: %w", path, err)
 	}
@@ -142,6 +158,7 @@ func (ta *TokenAuth) serveLoginPage(w http.ResponseWriter, r *http.Request) erro
 	if ta.passkeysOn() {
 		data.Passkeys, data.ScriptURL = true, ta.Endpoint+passkeyScriptPath
 	}
+	data.IdentityProviders, data.PasswordLogin = ta.loginPageProviders(data.Redirect) // idp.go
 	if msg, ok := loginErrors[q.Get("error")]; ok {
 		data.Error, data.ErrorCode = msg, q.Get("error")
 	}

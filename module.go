@@ -132,6 +132,11 @@ type TokenAuth struct {
 	// Default: 10000; 0 disables the cache.
 	TokenCache *int `json:"token_cache,omitempty"`
 
+	// IdentityProviders people may sign in with instead of a password
+	// (OpenID Connect providers, GitHub); see IdentityProvider and
+	// docs/identity-providers.md.
+	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
+
 	// Passkeys lets users sign in with passkeys (WebAuthn) and add them on
 	// the account page; see PasskeysConfig. Default: off.
 	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
@@ -154,7 +159,8 @@ type TokenAuth struct {
 	// the login throttle and the bound on concurrent password hashing
 	throttle  ThrottleConfig
 	hashSlots hashSlots
-	dpop      *dpopVerifier // dpop.go
+	idps      map[string]*idpRuntime // idp.go, by name
+	dpop      *dpopVerifier          // dpop.go
 	// passkeys.go: WebAuthn configurations by host
 	relyingParties *relyingParties
 }
@@ -225,7 +231,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.relyingParties = new(relyingParties)
 	ta.warnPasskeyOnlyUsers()
 	invitations.add(ta) // passkeys_invite.go
-	return nil
+	return ta.provisionIdentityProviders()
 }
 
 func (ta *TokenAuth) applyDefaults() {
@@ -289,6 +295,7 @@ func (ta *TokenAuth) Validate() error {
 // Cleanup releases the realm's shared state; the last handler using it
 // closes the store.
 func (ta *TokenAuth) Cleanup() error {
+	ta.stopIdentityProviders()
 	if ta.realm == nil {
 		return nil
 	}

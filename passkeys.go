@@ -393,7 +393,7 @@ func (ta *TokenAuth) signedInUser(r *http.Request) (*accessClaims, *User, error)
 	if fromCookie && !csrfAllowed(r) {
 		return nil, nil, errCrossOrigin()
 	}
-	return ta.acceptAccess(raw)
+	return ta.acceptAccess(r.Context(), raw)
 }
 
 // handleRegisterOptions answers POST {endpoint}/passkeys/register/options

@@ -69,7 +69,7 @@ func (u *User) validate() error {
 		}
 	}
 	for k := range u.Claims {
-		if reservedClaims[k] {
+		if reservedClaims[k] || signInClaims[k] {
 			return fmt.Errorf("user %q: claim %q is reserved", u.ID, k)
 		}
 	}
