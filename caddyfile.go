@@ -70,6 +70,9 @@ import (
 //	        origins           <origin...>
 //	        user_verification required|preferred|discouraged
 //	    }]
+//	    dpop         off|optional|required [{
+//	        iat_window <duration>
+//	    }]
 //	}
 //
 // The fields of TokenAuth say what each option means and its
@@ -164,6 +167,8 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseMFA(ta, d)
 		case "passkeys":
 			err = parsePasskeys(ta, d)
+		case "dpop":
+			err = parseDPoP(ta, d)
 		default:
 			return d.Errf("unknown token_auth option %q", d.Val())
 		}
@@ -525,6 +530,29 @@ func parsePasskeys(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		return d.Err(err.Error())
 	}
 	ta.Passkeys = cfg
+	return nil
+}
+
+// parseDPoP: dpop off|optional|required [{ iat_window <duration> }]
+func parseDPoP(ta *TokenAuth, d *caddyfile.Dispenser) error {
+	cfg := DPoPConfig{}
+	if err := oneArg(d, &cfg.Mode); err != nil {
+		return err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "iat_window":
+			if err := durationArg(d, &cfg.IATWindow); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown dpop option %q", d.Val())
+		}
+	}
+	if err := cfg.resolved().validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	ta.DPoP = &cfg
 	return nil
 }
 

@@ -58,6 +58,9 @@ const everyOption = `token_auth {
 			origins           https://shop.example.com https://example.com
 			user_verification required
 		}
+		dpop         required {
+			iat_window 30s
+		}
 	}`
 
 // everyOptionConfig is what everyOption configures.
@@ -97,6 +100,7 @@ func everyOptionConfig() TokenAuth {
 		MFA:                 &MFAConfig{TOTP: &TOTPConfig{Issuer: "Example Shop", EncryptionKey: "{env.TOTP_KEY}"}},
 		Passkeys: &PasskeysConfig{RPID: "example.com", RPName: "Example Shop",
 			Origins: []string{"https://shop.example.com", "https://example.com"}, UserVerification: "required"},
+		DPoP: &DPoPConfig{Mode: "required", IATWindow: caddy.Duration(30 * time.Second)},
 	}
 }
 

@@ -125,6 +125,8 @@ func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 		err = d.stringList(&c.AMR)
 	case "auth_time":
 		c.AuthTime, err = d.numericDate()
+	case "cnf":
+		err = d.confirmation(&c.CNF)
 	default:
 		raw, skipErr := d.skipValue()
 		if skipErr != nil {
@@ -264,6 +266,27 @@ func (d *claimsDecoder) optString(dst *string) error {
 	s, err := d.str()
 	*dst = s
 	return err
+}
+
+// confirmation reads a cnf claim (or null): an object with a non-empty
+// jkt. Only bound tokens have one, so encoding/json decoding it is fine.
+func (d *claimsDecoder) confirmation(dst **confirmation) error {
+	if d.null() {
+		return nil
+	}
+	if d.peek() != '{' {
+		return errClaimType
+	}
+	raw, err := d.skipValue()
+	if err != nil {
+		return err
+	}
+	var cnf confirmation
+	if err := json.Unmarshal(raw, &cnf); err != nil || cnf.JKT == "" {
+		return errClaimType
+	}
+	*dst = &cnf
+	return nil
 }
 
 // stringList reads an array of strings (or null).

@@ -47,6 +47,8 @@ func TestDecodeAccessClaimsMatchesEncodingJSON(t *testing.T) {
 		`{"ünï":"cödé","k\"q":"v"}`,
 		`{"email":null,"roles":null,"aud":null}`,
 		`{"exp":0.5e+3,"nbf":0,"iat":1E2,"gen":[1,{"a":null}],"typ":"x"}`,
+		`{"sub":"u","sid":"s","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}`,
+		`{"sub":"u","cnf":null}`,
 	} {
 		got, err := unmarshalClaims([]byte(in))
 		if err != nil {

@@ -52,8 +52,11 @@ func (a *authRequest) refreshToken() string {
 // authResult is the answer to a successful authentication, as Feathers'
 // authentication service gives it.
 type authResult struct {
-	AccessToken    string         `json:"accessToken"`
-	RefreshToken   string         `json:"refreshToken,omitempty"`
+	AccessToken  string `json:"accessToken"`
+	RefreshToken string `json:"refreshToken,omitempty"`
+	// TokenType is "DPoP" when the tokens are bound to the client's DPoP
+	// key (RFC 9449 §5), absent for bearer tokens.
+	TokenType      string         `json:"token_type,omitempty"`
 	Authentication authInfo       `json:"authentication"`
 	User           map[string]any `json:"user"`
 	// sessionEnd is when the session stops being refreshable: the
@@ -133,7 +136,7 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 	case req.Strategy == "local":
 		return ta.login(r, req)
 	case req.Strategy == "jwt":
-		return ta.reauthenticate(r.Context(), req.AccessToken)
+		return ta.reauthenticate(r, req.AccessToken)
 	case req.Strategy == "totp":
 		return ta.completeSecondFactor(r, req.MFAToken, req.Code, req.RecoveryCode)
 	case req.Strategy == "passkey":
@@ -164,9 +167,9 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 	} else if len(methods) > 0 {
 		return nil, ta.beginSecondFactor(r, user, methods)
 	}
-	session, err := ta.openSession(r.Context(), user, []string{amrPwd})
+	session, err := ta.openSession(r, user, []string{amrPwd})
 	if err != nil {
-		ta.countLogin("error")
+		ta.countLogin(failureResult(err))
 		return nil, err
 	}
 	ta.countLogin("success")
@@ -176,14 +179,15 @@ func (ta *TokenAuth) login(r *http.Request, req *authRequest) (*authResult, erro
 
 // openSession starts a session for user, signed in by the methods amr
 // names (RFC 8176: pwd, hwk, mfa, ...).
-func (ta *TokenAuth) openSession(ctx context.Context, user *User, amr []string) (Session, error) {
-	return ta.openSessionWith(ctx, user, SignIn{AMR: amr})
+func (ta *TokenAuth) openSession(r *http.Request, user *User, amr []string) (Session, error) {
+	return ta.openSessionWith(r, user, SignIn{AMR: amr})
 }
 
 // openSessionWith creates the session of every sign-in (password, passkey,
 // identity provider): the same refresh rotation, reuse detection and
-// revocation. signIn says how (its AuthTime is now).
-func (ta *TokenAuth) openSessionWith(ctx context.Context, user *User, signIn SignIn) (Session, error) {
+// revocation. signIn says how (its AuthTime is now). The session is bound
+// to the key of the request's DPoP proof if it has one (bindProof, dpop.go).
+func (ta *TokenAuth) openSessionWith(r *http.Request, user *User, signIn SignIn) (Session, error) {
 	now := ta.now()
 	s := Session{
 		ID:         randomID(),
@@ -196,7 +200,10 @@ func (ta *TokenAuth) openSessionWith(ctx context.Context, user *User, signIn Sig
 		SignIn:     signIn,
 	}
 	s.AuthTime = now
-	return s, ta.realm.store.Create(ctx, s)
+	if err := ta.bindProof(r, &s); err != nil {
+		return Session{}, err
+	}
+	return s, ta.realm.store.Create(r.Context(), s)
 }
 
 // issuePair signs an access and a refresh token for the session's current
@@ -214,6 +221,7 @@ func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authRes
 		AccessToken:    access,
 		RefreshToken:   refresh,
 		Authentication: authInfo{Strategy: strategy, AccessToken: access, Payload: claims.payload()},
+		TokenType:      boundTokenType(s.JKT),
 		User:           user.publicUser(),
 		sessionEnd:     s.deadline(),
 	}, nil
@@ -227,6 +235,11 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 		ta.countRefresh("invalid")
 		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("reason", "invalid_token"))
 		return nil, errNotAuthenticated()
+	}
+	jkt, err := ta.refreshProof(r, claims.SID) // dpop.go: before rotating, so a refused proof changes nothing
+	if err != nil {
+		ta.countRefresh(failureResult(err))
+		return nil, err
 	}
 	s, outcome, err := ta.realm.store.Rotate(r.Context(), claims.SID, claims.Generation, ta.now(), time.Duration(*ta.ReuseGrace))
 	if errors.Is(err, ErrSessionNotFound) {
@@ -254,6 +267,11 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", outcome.String()))
 		return nil, errNotAuthenticated()
 	}
+	if s.JKT != jkt {
+		// bound to another key by a refresh racing this one: nothing rotated for it
+		ta.countRefresh("invalid_dpop_proof")
+		return nil, errDPoPProof(http.StatusUnauthorized)
+	}
 	user, err := ta.userByID(r.Context(), s.User) // a realm user, or one admitted by an identity provider
 	if err != nil {
 		return nil, err
@@ -274,9 +292,13 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 
 // reauthenticate answers Feathers' reAuthenticate: the same access token
 // back, with its payload and user, if it is still accepted.
-func (ta *TokenAuth) reauthenticate(ctx context.Context, raw string) (*authResult, error) {
-	claims, user, err := ta.acceptAccess(ctx, raw)
+func (ta *TokenAuth) reauthenticate(r *http.Request, raw string) (*authResult, error) {
+	claims, user, err := ta.acceptAccess(r.Context(), raw)
 	if err != nil {
+		return nil, err
+	}
+	// a bound token in the body needs a proof by its key in the DPoP header
+	if err := ta.endpointBinding(r, raw, claims, claims.CNF != nil); err != nil {
 		return nil, err
 	}
 	return &authResult{
@@ -306,8 +328,14 @@ func (ta *TokenAuth) acceptAccess(ctx context.Context, raw string) (*accessClaim
 // handleLogout answers DELETE {endpoint}: revokes the session of the
 // presented access token, or with ?scope=global every session of its user.
 func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
-	raw, fromCookie := ta.accessToken(r)
-	claims, user, err := ta.signedInUser(r)
+	raw, fromCookie, viaDPoP := ta.presentedAccessToken(r)
+	if fromCookie && !csrfAllowed(r) {
+		return writeError(w, errCrossOrigin())
+	}
+	claims, user, err := ta.acceptAccess(r.Context(), raw)
+	if err == nil {
+		err = ta.endpointBinding(r, raw, claims, viaDPoP)
+	}
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

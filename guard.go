@@ -25,19 +25,36 @@ import (
 // guard lets a request through only with an accepted access token, and
 // hands the identity on as placeholders.
 func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	raw, fromCookie := ta.accessToken(r)
+	raw, fromCookie, viaDPoP := ta.presentedAccessToken(r) // dpop.go
 	if fromCookie && !csrfAllowed(r) {
 		ta.countGuard("cross_origin")
 		return writeError(w, errCrossOrigin())
 	}
 	if raw == "" {
 		ta.countGuard("no_token")
+		if ta.dpop.required() {
+			return ta.refuseDPoP(w, "")
+		}
 		return ta.deny(w, r, "", nil)
 	}
 	claims, err := ta.tokens.verifyAccessCached(raw)
 	if err != nil || ta.realm.revoked.has(claims.SID) {
 		ta.countGuard("invalid_token")
+		if viaDPoP || ta.dpop.required() {
+			return ta.refuseDPoP(w, "invalid_token")
+		}
 		return ta.deny(w, r, "invalid_token", err)
+	}
+	// bearer tokens pay for DPoP only this test (dpop.go)
+	if claims.CNF != nil || viaDPoP || ta.dpop.required() {
+		dpopError, err := ta.tokenBinding(r, raw, claims, viaDPoP)
+		if err != nil {
+			return ta.answerError(w, r, err)
+		}
+		if dpopError != "" {
+			ta.countGuard(dpopError)
+			return ta.refuseDPoP(w, dpopError)
+		}
 	}
 	if len(ta.RequireRoles) > 0 && !hasAnyRole(claims.Roles, ta.RequireRoles) {
 		ta.countGuard("forbidden")
@@ -250,7 +267,7 @@ func (c *accessClaims) identityPlaceholders() []placeholder {
 }
 
 func buildIdentityPlaceholders(c *accessClaims) []placeholder {
-	vars := make([]placeholder, 0, 7+len(c.Extra))
+	vars := make([]placeholder, 0, 8+len(c.Extra))
 	vars = append(vars,
 		placeholder{"http.auth.user.id", c.Subject},
 		placeholder{"http.auth.user.sid", c.SID},
@@ -259,6 +276,7 @@ func buildIdentityPlaceholders(c *accessClaims) []placeholder {
 		placeholder{"http.auth.user.roles", strings.Join(c.Roles, ",")},
 		placeholder{"http.auth.user.amr", strings.Join(c.AMR, ",")},
 		placeholder{"http.auth.user.auth_time", authTimeString(c.AuthTime)},
+		placeholder{"http.auth.user.cnf_jkt", c.boundKey()}, // the DPoP key's thumbprint, "" for bearer tokens
 	)
 	for k, v := range c.Extra {
 		vars = append(vars, placeholder{"http.auth.user." + k, claimString(v)})

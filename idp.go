@@ -431,7 +431,7 @@ func (ta *TokenAuth) signInFederated(r *http.Request, p *idpRuntime, flow *idpFl
 	if err != nil {
 		return nil, Session{}, err
 	}
-	session, err := ta.openSessionWith(r.Context(), user, SignIn{
+	session, err := ta.openSessionWith(r, user, SignIn{
 		AMR: []string{amrFederated}, IdP: p.cfg.Name, IdPSID: ident.SID,
 	})
 	if err != nil {

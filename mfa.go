@@ -145,7 +145,7 @@ func (ta *TokenAuth) completeSecondFactor(r *http.Request, mfaToken, code, recov
 	} else if !found {
 		return nil, errNotAuthenticated() // spent by a concurrent request meanwhile
 	}
-	session, err := ta.openSession(ctx, user, slices.Clone(amrPasswordOTP))
+	session, err := ta.openSession(r, user, slices.Clone(amrPasswordOTP))
 	if err != nil {
 		return nil, err
 	}

@@ -603,7 +603,7 @@ func TestRequireMFA(t *testing.T) {
 
 	// alice steps up a one-factor session (as made before she set TOTP
 	// up): same session, two factors, a new auth_time
-	sess, err := s.ta.openSession(context.Background(), s.ta.users.byID("alice"), []string{"pwd"})
+	sess, err := s.ta.openSession(httptest.NewRequest("POST", "/authentication", nil), s.ta.users.byID("alice"), []string{"pwd"})
 	if err != nil {
 		t.Fatal(err)
 	}

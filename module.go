@@ -152,6 +152,12 @@ type TokenAuth struct {
 	// the account page; see PasskeysConfig. Default: off.
 	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
 
+	// DPoP binds sessions and their access tokens to a key pair the client
+	// holds (RFC 9449), so that a copied token is useless without the
+	// private key: see docs/dpop.md. Default: mode optional (clients that
+	// send DPoP proofs get bound tokens, others bearer tokens).
+	DPoP *DPoPConfig `json:"dpop,omitempty"`
+
 	realm    *realmState
 	storeCfg StoreConfig
 	tokens   *tokenService
@@ -165,7 +171,8 @@ type TokenAuth struct {
 	throttle  ThrottleConfig
 	hashSlots hashSlots
 	idps      map[string]*idpRuntime // idp.go, by name
-	totp      *totpService // mfa.go, totp.go: nil without `mfa totp`
+	totp      *totpService           // mfa.go, totp.go: nil without `mfa totp`
+	dpop      *dpopVerifier          // dpop.go
 	// passkeys.go: WebAuthn configurations by host
 	relyingParties *relyingParties
 }
@@ -221,6 +228,11 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.hashSlots = newHashSlots(ta.MaxConcurrentHashes)
 
+	dpopCfg := ta.DPoP.resolved()
+	if err := dpopCfg.validate(); err != nil {
+		return err
+	}
+
 	ta.storeCfg = ta.Store.resolvedOrDefault()
 	if err := ta.storeCfg.validate(); err != nil {
 		return err
@@ -230,6 +242,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
+	ta.dpop = newDPoPVerifier(dpopCfg, ta.realm.store, func() time.Time { return ta.now() })
 	ta.relyingParties = new(relyingParties)
 	ta.warnPasskeyOnlyUsers()
 	invitations.add(ta) // passkeys_invite.go

@@ -632,7 +632,7 @@ func (ta *TokenAuth) passkeyLogin(r *http.Request, raw json.RawMessage) (*authRe
 	if verified { // the authenticator checked who holds it: a second factor
 		amr = append(amr, "mfa")
 	}
-	session, err := ta.openSession(r.Context(), user, amr)
+	session, err := ta.openSession(r, user, amr)
 	if err != nil {
 		ta.countLoginMethod("passkey", "error")
 		return nil, err

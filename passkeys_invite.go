@@ -278,7 +278,7 @@ func (ta *TokenAuth) handleInviteRegister(w http.ResponseWriter, r *http.Request
 	if rec.Credential.Flags.UserVerified {
 		amr = append(amr, "mfa")
 	}
-	session, err := ta.openSession(r.Context(), invited, amr)
+	session, err := ta.openSession(r, invited, amr)
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}

@@ -35,6 +35,8 @@ type accessClaims struct {
 	Email string   `json:"email,omitempty"`
 	Name  string   `json:"name,omitempty"`
 	Roles []string `json:"roles,omitempty"`
+	// CNF binds the token to a DPoP key (dpop.go); nil for bearer tokens.
+	CNF *confirmation `json:"cnf,omitempty"`
 	// AMR and AuthTime say how and when the session was signed in (RFC
 	// 8176 method values, OIDC auth_time).
 	AMR      []string         `json:"amr,omitempty"`
@@ -49,7 +51,21 @@ type accessClaims struct {
 var reservedClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
 	"jti": true, "sid": true, "gen": true, "email": true, "name": true, "roles": true,
-	"id": true, "typ": true, "amr": true, "auth_time": true,
+	"id": true, "typ": true, "amr": true, "auth_time": true, "cnf": true,
+}
+
+// confirmation is the `cnf` claim (RFC 7800) of a token bound to a DPoP
+// key: the key's RFC 7638 thumbprint (RFC 9449 §6.1).
+type confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// boundKey is the thumbprint of the DPoP key the token is bound to, or "".
+func (c *accessClaims) boundKey() string {
+	if c.CNF == nil {
+		return ""
+	}
+	return c.CNF.JKT
 }
 
 // accessClaimsFields is accessClaims without its JSON methods.
@@ -139,7 +155,8 @@ func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (
 }
 
 // issueSessionAccess signs an access token for u in session s, carrying
-// how and when s was signed in (amr, auth_time).
+// how and when s was signed in (amr, auth_time) and, for a session bound
+// to a DPoP key, its thumbprint (cnf.jkt, RFC 9449 §6.1).
 func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.Time) (string, *accessClaims, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
@@ -157,6 +174,9 @@ func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.T
 	}
 	if !s.AuthTime.IsZero() {
 		claims.AuthTime = jwt.NewNumericDate(s.AuthTime)
+	}
+	if s.JKT != "" {
+		claims.CNF = &confirmation{JKT: s.JKT}
 	}
 	tok, err := ts.sign(typAccess, claims)
 	return tok, claims, err

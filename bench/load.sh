@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of the guard against plain Caddy, and a refresh storm.
 #
-#   bench/load.sh [repeat|varying|refresh|all]     (default: all)
+#   bench/load.sh [repeat|varying|refresh|dpop|all]     (default: all)
 #
 # Builds cmd/caddy, starts it from a temp dir on 127.0.0.1 with one site:
 #   /open*     respond "ok"                       (A: plain Caddy)
@@ -16,10 +16,15 @@
 #            more tokens than requests in a round, far more than token_cache)
 #   refresh  POST /authentication refresh storm: CLIENTS connections rotating
 #            their own sessions' refresh tokens; prints rotations/s per round
+#   dpop     rounds of three, interleaved: A plain, B guarded with one bearer
+#            token, C guarded with a DPoP-bound token and a fresh ES256 proof
+#            every request (PROOFS proofs signed before each C round, each
+#            used once); ratios C/A and C/B
 #
 # Knobs (environment): PAIRS=3 rounds of A and B, DURATION=8 seconds a round,
 # CONNS=32 wrk connections, TOKENS=200000 minted tokens, CLIENTS=32 refresh
-# clients, TOKEN_CACHE (token_cache option; unset: the default), STORE=bolt
+# clients, PROOFS=60000 DPoP proofs a round, TOKEN_CACHE (token_cache option;
+# unset: the default), STORE=bolt
 # (or redis: the store is then REDIS_URL, a server you started), SERVER_CPU=0,
 # CLIENT_CPU=1. Everything is bounded: at most
 # (2*PAIRS+1)*DURATION seconds of load per mode, plus builds.
@@ -32,12 +37,13 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
 TOKENS=${TOKENS:-200000}
 CLIENTS=${CLIENTS:-32}
+PROOFS=${PROOFS:-60000}
 TOKEN_CACHE=${TOKEN_CACHE:-}
 STORE=${STORE:-bolt}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-case $MODE in repeat | varying | refresh | all) ;; *)
-	echo "usage: $0 [repeat|varying|refresh|all]" >&2
+case $MODE in repeat | varying | refresh | dpop | all) ;; *)
+	echo "usage: $0 [repeat|varying|refresh|dpop|all]" >&2
 	exit 2
 	;;
 esac
@@ -199,6 +205,41 @@ if [ "$MODE" = refresh ] || [ "$MODE" = all ]; then
 		rates+=("${r% *}")
 	done
 	echo "   refresh: median $(printf '%s\n' "${rates[@]}" | median) rotations/s"
+fi
+
+if [ "$MODE" = dpop ] || [ "$MODE" = all ]; then
+	cat >"$work/dpop.lua" <<'EOF'
+local proofs, i, auth = {}, 0, nil
+function init(args)
+	for line in io.lines(args[1]) do proofs[#proofs + 1] = line end
+	auth = "DPoP " .. args[2]
+end
+function request()
+	i = i + 1
+	if i > #proofs then i = 1 end -- a replay from here on: answered 401, counted as non-2xx
+	return wrk.format(nil, nil, { ["Authorization"] = auth, ["DPoP"] = proofs[i] })
+end
+EOF
+	echo "== dpop: A = /open (plain), B = /guarded (bearer token), C = /guarded (DPoP: bound token + a fresh ES256 proof per request); $PAIRS rounds of ${DURATION}s, $CONNS connections"
+	dpop_token=$("$work/helper" dpop-login "$base/authentication" bench "$password" "$work/dpop.key")
+	# proofs are single-use and live 60 s: fresh ones right before each C round
+	proofs_for_round() { "$work/helper" dpop-proofs "$work/dpop.key" "$base/guarded" "$dpop_token" "$PROOFS" >"$work/proofs.txt"; }
+	proofs_for_round
+	DURATION=2 wrk_round "warm-up C" /guarded -s "$work/dpop.lua" -- "$work/proofs.txt" "$dpop_token" >/dev/null
+	ta=() tb=() ca=() cb=()
+	for ((p = 1; p <= PAIRS; p++)); do
+		a=$(wrk_round "round $p A (plain)" /open)
+		b=$(wrk_round "round $p B (bearer)" /guarded -H "Authorization: Bearer $access")
+		proofs_for_round
+		c=$(wrk_round "round $p C (DPoP)" /guarded -s "$work/dpop.lua" -- "$work/proofs.txt" "$dpop_token")
+		ta+=("$(awk -v a="${a% *}" -v c="${c% *}" 'BEGIN {printf "%.3f", c/a}')")
+		tb+=("$(awk -v b="${b% *}" -v c="${c% *}" 'BEGIN {printf "%.3f", c/b}')")
+		ca+=("$(awk -v a="${a#* }" -v c="${c#* }" 'BEGIN {printf "%.3f", c/a}')")
+		cb+=("$(awk -v b="${b#* }" -v c="${c#* }" 'BEGIN {printf "%.3f", c/b}')")
+		echo "   round $p: throughput C/A = ${ta[-1]}, C/B = ${tb[-1]}; CPU per request C/A = ${ca[-1]}, C/B = ${cb[-1]}   (caddy RSS $(rss))"
+	done
+	echo "   dpop: median throughput ratio DPoP/plain = $(printf '%s\n' "${ta[@]}" | median), DPoP/bearer = $(printf '%s\n' "${tb[@]}" | median)"
+	echo "   dpop: median CPU-per-request ratio DPoP/plain = $(printf '%s\n' "${ca[@]}" | median), DPoP/bearer = $(printf '%s\n' "${cb[@]}" | median)"
 fi
 
 echo "== machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo); load average $(cut -d' ' -f1-3 /proc/loadavg)"

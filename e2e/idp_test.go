@@ -293,13 +293,10 @@ func TestE2EIdPFragmentMode(t *testing.T) {
 // runFeathersOAuth runs tests/feathers/oauth.js, the real Feathers client
 // landing on the page the fragment sign-in sent the browser to.
 func runFeathersOAuth(t *testing.T, caddy *caddyProc, hash string) {
-	node, dir := feathersClient(t)
-	cmd := exec.Command(node, "oauth.js")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BASE_URL="+caddy.BaseURL, "HASH="+hash)
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "ok: feathers oauth callback complete") {
-		t.Fatalf("feathers oauth client: %v\n%s", err, out)
+	client := nodeClient(t, "feathers", "@feathersjs/authentication-client", "test.d/setup-node.sh")
+	out := client.run(t, caddy, "oauth.js", "HASH="+hash)
+	if !strings.Contains(string(out), "ok: feathers oauth callback complete") {
+		t.Fatalf("feathers oauth client did not finish:\n%s", out)
 	}
 }
 

@@ -7,6 +7,7 @@
 //	loadhelper login <url> <user> <pw> <n>  logs in n times; prints "access refresh" per line
 //	loadhelper mint <secret> <token> <n>    prints n access tokens like <token>, each with
 //	                                        its own jti and sid, signed with the hs256 <secret>
+//	loadhelper dpop-login, dpop-proofs      see dpop.go
 //
 // mint copies header (typ, kid) and claims from a token the plugin issued,
 // so the copies are exactly what the guard accepts, without n logins.
@@ -53,6 +54,12 @@ func main() {
 	case "mint":
 		need(args, 3)
 		err = mint(args[0], args[1], atoi(args[2]))
+	case "dpop-login":
+		need(args, 4)
+		err = dpopLogin(args[0], args[1], args[2], args[3])
+	case "dpop-proofs":
+		need(args, 4)
+		err = dpopProofs(args[0], args[1], args[2], atoi(args[3]))
 	default:
 		usage()
 	}
@@ -63,7 +70,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadhelper port | hash <pw> | wait <url> | login <url> <user> <pw> <n> | mint <secret> <token> <n>")
+	fmt.Fprintln(os.Stderr, "usage: loadhelper port | hash <pw> | wait <url> | login <url> <user> <pw> <n> | mint <secret> <token> <n> | dpop-login <url> <user> <pw> <keyfile> | dpop-proofs <keyfile> <htu> <token> <n>")
 	os.Exit(2)
 }
 
