@@ -97,12 +97,19 @@ start_sentinel() {
 
 # stop_pidfile PIDFILE: kills the server at once (SIGKILL: its data is
 # thrown away, and a master asked to stop politely waits up to 10 s for its
-# replicas). A killed process has closed its ports; nothing to wait for.
+# replicas).
 stop_pidfile() {
 	local pid
 	[ -f "$1" ] || return 0
 	pid=$(cat "$1" 2>/dev/null) || true
-	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+	[ -n "$pid" ] || return 0
+	kill -9 "$pid" 2>/dev/null || true
+	# until it is gone or a zombie (whoever reaps it may take its time),
+	# so that its directory can be removed
+	for _ in $(seq 1 50); do
+		case $(ps -o stat= -p "$pid" 2>/dev/null) in "" | Z*) break ;; esac
+		sleep 0.1
+	done
 	rm -f "$1"
 }
 
@@ -163,7 +170,10 @@ cluster_topology() {
 		ports+=("$p")
 		addrs+=("127.0.0.1:$p")
 	done
-	redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >&2
+	if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1; then
+		cat "$dir/create.log" >&2
+		return 1
+	fi
 	wait_for "cluster state ok" cluster_ok "${ports[@]}"
 	# ready once every replica is in sync, so that a master can fail over
 	wait_for "replicas in sync" replicas_synced "${ports[@]}"
@@ -176,7 +186,7 @@ cluster) cluster_topology ;;
 stop)
 	# sentinels first, so that stopping the master starts no failover
 	for f in "$dir"/sentinel*/redis.pid "$dir"/*/redis.pid; do
-		[ -e "$f" ] && stop_pidfile "$f"
+		if [ -e "$f" ]; then stop_pidfile "$f"; fi
 	done
 	;;
 *)
