@@ -82,6 +82,9 @@ var benchStores = []struct {
 		}
 		return &StoreConfig{Backend: "redis", URL: url}
 	}},
+	// the run's Sentinel setup and 3-master Cluster (test.d/setup-redis-ha.sh)
+	{"redis_sentinel", func(b *testing.B) *StoreConfig { cfg := testSentinelConfig(b); return &cfg }},
+	{"redis_cluster", func(b *testing.B) *StoreConfig { cfg := testClusterConfig(b); return &cfg }},
 }
 
 // benchUser has the claims a typical access token carries.

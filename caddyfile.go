@@ -40,6 +40,8 @@ import (
 //
 //	    store bolt [<path>]
 //	    store redis <url>
+//	    store redis_sentinel <master> <sentinel-url...>
+//	    store redis_cluster <node-url...>
 //	    store memory
 //
 //	    cookies      on|off
@@ -278,7 +280,13 @@ func parseUser(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseStore: store bolt [<path>] | store redis <url> | store memory
+// parseStore:
+//
+//	store bolt [<path>]
+//	store redis <url>
+//	store redis_sentinel <master> <sentinel-url...>
+//	store redis_cluster <node-url...>
+//	store memory
 func parseStore(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) == 0 {
@@ -292,9 +300,13 @@ func parseStore(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		}
 	case args[0] == "redis" && len(args) == 2:
 		cfg.URL = args[1]
+	case args[0] == backendRedisSentinel && len(args) >= 3:
+		cfg.Master, cfg.Sentinels = args[1], args[2:]
+	case args[0] == backendRedisCluster && len(args) >= 2:
+		cfg.Nodes = args[1:]
 	case args[0] == "memory" && len(args) == 1:
 	default:
-		return d.Errf("store takes `bolt [<path>]`, `redis <url>` or `memory`")
+		return d.Errf("store takes `bolt [<path>]`, `redis <url>`, `redis_sentinel <master> <sentinel-url...>`, `redis_cluster <node-url...>` or `memory`")
 	}
 	if err := cfg.validate(); err != nil {
 		return d.Err(err.Error())

@@ -221,7 +221,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"user alice " + testBcrypt + " {\n claim sub root\n}", `claim "sub" is reserved`},
 		{"users_file", "wrong argument count"},
 		{"store", "wrong argument count"},
-		{"store bolt a b", "store takes `bolt [<path>]`, `redis <url>` or `memory`"},
+		{"store bolt a b", "store takes `bolt [<path>]`, `redis <url>`, `redis_sentinel <master> <sentinel-url...>`, `redis_cluster <node-url...>` or `memory`"},
 		{"store memory extra", "store takes"},
 		{"store redis", "store takes"},
 		{"store etcd", "store takes"},

@@ -11,7 +11,7 @@ import (
 // the admin endpoint's /metrics with Caddy's own:
 //
 //	caddy_token_auth_logins_total{realm,method,result}   method password | passkey; result success | failure | throttled | busy | error
-//	caddy_token_auth_refreshes_total{realm,result}       rotated | graced | reused | revoked | expired | invalid | error
+//	caddy_token_auth_refreshes_total{realm,result}       rotated | caught_up | graced | reused | revoked | expired | invalid | error
 //	caddy_token_auth_reuse_detections_total{realm}       refresh tokens presented again: the session was revoked
 //	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden | cross_origin | mfa_required
 //	caddy_token_auth_second_factor_total{realm,method,result} see secondFactorResults
@@ -27,7 +27,7 @@ var tokenAuthMetrics = struct {
 	}, []string{"realm", "method", "result"}),
 	refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "refreshes_total",
-		Help: "Refresh token requests, by result (rotated, graced: racing duplicate within reuse_grace, reused, revoked, expired, invalid, error).",
+		Help: "Refresh token requests, by result (rotated, caught_up: rotated from a generation the store had lost, graced: racing duplicate within reuse_grace, reused, revoked, expired, invalid, error).",
 	}, []string{"realm", "result"}),
 	reuse: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "reuse_detections_total",
@@ -48,7 +48,7 @@ var tokenAuthMetrics = struct {
 var (
 	loginMethods   = []string{"password", "passkey"}
 	loginResults   = []string{"success", "failure", "throttled", "busy", "error"}
-	refreshResults = []string{"rotated", "graced", "reused", "revoked", "expired", "invalid", "error"}
+	refreshResults = []string{"rotated", "caught_up", "graced", "reused", "revoked", "expired", "invalid", "error"}
 	guardResults   = guardResultIndex[:]
 )
 

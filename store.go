@@ -140,6 +140,10 @@ const (
 	refusedRevoked
 	// refusedExpired: the session is past its absolute or idle lifetime.
 	refusedExpired
+	// caughtUp: the presented generation was ahead of the store's (the
+	// store had lost rotations, see decideRotation); the session moved on
+	// to the one after it, as a rotation does.
+	caughtUp
 )
 
 // String is the rotation outcome as a metric label and log field.
@@ -147,6 +151,8 @@ func (r rotation) String() string {
 	switch r {
 	case rotated:
 		return "rotated"
+	case caughtUp:
+		return "caught_up"
 	case graced:
 		return "graced"
 	case reused:
@@ -162,17 +168,34 @@ func (r rotation) String() string {
 // decideRotation is the whole refresh policy, shared by every store so that
 // they behave identically. It changes s in place and reports the outcome;
 // the store persists s when the outcome is rotated or reused.
+//
+// A generation ahead of the store's is not reuse: only this realm signs
+// refresh tokens, so a token of generation g+k proves that the session was
+// rotated to it, and the store has lost those rotations (an unreplicated
+// write lost in a Redis failover loses exactly one, g+1; a Redis restarted
+// from an older snapshot, or a restored backup, may lose more). The session
+// catches up: it is rotated as if the store had kept them. There is no
+// bound on k: any bound would log out exactly the sessions of the store
+// that fell furthest behind, and an ahead token gives the attacker nothing
+// a current one would not (it is the newest token; a copy of an older one
+// still meets the reuse rule once the session has caught up). Presenting
+// the previous generation within the grace is still graced, and anything
+// older still reuse.
 func decideRotation(s *Session, presented uint64, now time.Time, grace time.Duration) rotation {
 	switch {
 	case s.Revoked:
 		return refusedRevoked
 	case !now.Before(s.deadline()):
 		return refusedExpired
-	case presented == s.Generation:
-		s.Generation++
+	case presented >= s.Generation && presented < maxGeneration:
+		outcome := rotated
+		if presented > s.Generation {
+			outcome = caughtUp
+		}
+		s.Generation = presented + 1
 		s.RotatedAt = now
 		s.LastUsed = now
-		return rotated
+		return outcome
 	case presented+1 == s.Generation && grace > 0 && now.Sub(s.RotatedAt) <= grace:
 		return graced
 	default:
@@ -180,6 +203,12 @@ func decideRotation(s *Session, presented uint64, now time.Time, grace time.Dura
 		return reused
 	}
 }
+
+// maxGeneration bounds the generations a store accepts, so that every store
+// computes with them exactly (the Redis scripts hold numbers as doubles,
+// exact to 2^53). No session comes near: a rotation a second for a
+// century is 2^32.
+const maxGeneration = 1 << 52
 
 // updateSignIn is Update's rule, shared by every store: the session must
 // be live; change sees a copy of its SignIn, and only that is written back.
@@ -197,7 +226,7 @@ func updateSignIn(s *Session, now time.Time, change func(*SignIn) error) error {
 }
 
 // changesSession says whether a rotation outcome must be written back.
-func (r rotation) changesSession() bool { return r == rotated || r == reused }
+func (r rotation) changesSession() bool { return r == rotated || r == caughtUp || r == reused }
 
 // sessionExpired says whether a session may be purged: it can no longer be
 // refreshed, so neither it nor its revocation matters any more. Revoked
@@ -214,8 +243,10 @@ func sortSessions(list []Session) {
 // StoreConfig chooses where sessions are kept.
 type StoreConfig struct {
 	// Backend is `bolt` (default: an embedded database file), `redis`
-	// (shared by several Caddy instances) or `memory` (lost on restart;
-	// for tests).
+	// (one Redis server shared by several Caddy instances),
+	// `redis_sentinel` (a Redis master found through Redis Sentinel, which
+	// follows failovers), `redis_cluster` (a Redis Cluster) or `memory`
+	// (lost on restart; for tests).
 	Backend string `json:"backend,omitempty"`
 
 	// Path of the bolt database file. Default: `token_auth/sessions.db`
@@ -228,6 +259,27 @@ type StoreConfig struct {
 	// work. Every Caddy instance pointing at it shares the realm's sessions
 	// and sees its revocations within seconds.
 	URL string `json:"url,omitempty"`
+
+	// Master is the name the sentinels know the master by (`sentinel
+	// monitor <name> ...` in sentinel.conf), for `redis_sentinel`.
+	Master string `json:"master,omitempty"`
+
+	// Sentinels are the URLs of the sentinels, for `redis_sentinel`, e.g.
+	// `redis://:secret@sentinel1:26379/2`, `redis://sentinel2:26379`: any
+	// one that answers will do; list them all. The user, password and
+	// database (on the first URL) are those of the Redis master and
+	// replicas; a sentinel's own password goes in the query parameter
+	// `sentinel_password` (and `sentinel_username`). `rediss://` uses TLS
+	// for the sentinels and the servers alike. Placeholders work.
+	Sentinels []string `json:"sentinels,omitempty"`
+
+	// Nodes are URLs of Redis Cluster nodes, for `redis_cluster`, e.g.
+	// `rediss://:secret@node1:6379`, `rediss://node2:6379`: seeds from
+	// which the client learns the whole cluster, so a few suffice; list
+	// several so that one being down does not stop a start. User and
+	// password (on the first URL) are the cluster's; a cluster has only
+	// database 0. Placeholders work.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 func (c StoreConfig) backend() string {
@@ -243,6 +295,9 @@ func (c StoreConfig) resolved() StoreConfig {
 	c.Backend = c.backend()
 	c.Path = repl.ReplaceKnown(c.Path, "")
 	c.URL = repl.ReplaceKnown(c.URL, "")
+	c.Master = repl.ReplaceKnown(c.Master, "")
+	c.Sentinels = replaceEach(repl, c.Sentinels)
+	c.Nodes = replaceEach(repl, c.Nodes)
 	if c.Backend == "bolt" {
 		if c.Path == "" {
 			c.Path = filepath.Join(caddy.AppDataDir(), "token_auth", "sessions.db")
@@ -275,13 +330,15 @@ func (c StoreConfig) validate() error {
 		}
 		_, err := parseRedisURL(c.URL)
 		return err
+	case backendRedisSentinel, backendRedisCluster:
+		return c.validateRedisHA()
 	default:
-		return fmt.Errorf("unknown store backend %q (want bolt, redis or memory)", c.Backend)
+		return fmt.Errorf("unknown store backend %q (want bolt, redis, redis_sentinel, redis_cluster or memory)", c.Backend)
 	}
 }
 
 func (c StoreConfig) poolKey() string {
-	return c.Backend + "\x00" + c.Path + "\x00" + c.URL
+	return strings.Join(append(append([]string{c.Backend, c.Path, c.URL, c.Master}, c.Sentinels...), c.Nodes...), "\x00")
 }
 
 // open creates the realm's store; release gives back shared resources.
@@ -291,6 +348,12 @@ func (c StoreConfig) open(ctx caddy.Context, realm string, logger *zap.Logger) (
 		return newMemoryStore(), nil, nil
 	case "redis":
 		store, err := newRedisStore(c.URL, realm, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		return store, nil, nil
+	case backendRedisSentinel, backendRedisCluster:
+		store, err := c.openRedisHA(realm, logger)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -46,6 +46,14 @@ var storeKinds = []struct {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}},
+	// the same on the run's Sentinel setup and 3-master Cluster
+	// (test.d/setup-redis-ha.sh)
+	{"redis_sentinel", func(t *testing.T) Store {
+		return openTestRedis(t, testSentinelConfig(t), "conformance-"+randomID())
+	}},
+	{"redis_cluster", func(t *testing.T) Store {
+		return openTestRedis(t, testClusterConfig(t), "conformance-"+randomID())
+	}},
 }
 
 // eachStore runs a case against every store kind.
@@ -187,6 +195,45 @@ func TestStoreReuseOfOlderGeneration(t *testing.T) {
 		if got, outcome := mustRotate(t, st, s.ID, 2, now.Add(4*time.Second), time.Minute); outcome != reused || !got.Revoked {
 			t.Fatalf("older generation: outcome %v", outcome)
 		}
+	})
+}
+
+// TestStoreAheadGeneration: a refresh token whose generation is ahead of
+// the store's (the store lost the rotation that issued it, as a Redis
+// failover loses an unreplicated write) is accepted and the session
+// catches up; afterwards the previous generation within the grace is
+// graced and an older one is reuse, as on any session.
+func TestStoreAheadGeneration(t *testing.T) {
+	eachStore(t, func(t *testing.T, st Store) {
+		now := clock()
+		grace := 10 * time.Second
+		s := mustCreate(t, st, newTestSession("alice", now))
+
+		// the store is at 1; the client holds 2 from a rotation it lost
+		t1 := now.Add(time.Minute)
+		got, outcome := mustRotate(t, st, s.ID, 2, t1, grace)
+		if outcome != caughtUp || got.Generation != 3 || got.Revoked || !got.RotatedAt.Equal(t1) || !got.LastUsed.Equal(t1) {
+			t.Fatalf("ahead by one: outcome %v, session %+v", outcome, got)
+		}
+		sameSession(t, mustGet(t, st, s.ID), got)
+		// further behind (several lost rotations) catches up the same way
+		t2 := t1.Add(time.Minute)
+		if got, outcome = mustRotate(t, st, s.ID, 7, t2, grace); outcome != caughtUp || got.Generation != 8 {
+			t.Fatalf("ahead by five: outcome %v, session %+v", outcome, got)
+		}
+		// a racing duplicate of the caught-up token: graced
+		if got, outcome = mustRotate(t, st, s.ID, 7, t2.Add(grace), grace); outcome != graced || got.Generation != 8 {
+			t.Fatalf("previous within grace: outcome %v, session %+v", outcome, got)
+		}
+		// the current one rotates normally
+		if got, outcome = mustRotate(t, st, s.ID, 8, t2.Add(grace), grace); outcome != rotated || got.Generation != 9 {
+			t.Fatalf("current after catching up: outcome %v, session %+v", outcome, got)
+		}
+		// a token older than the previous one is still reuse
+		if got, outcome = mustRotate(t, st, s.ID, 7, t2.Add(grace), grace); outcome != reused || !got.Revoked {
+			t.Fatalf("older: outcome %v, session %+v", outcome, got)
+		}
+		sameSession(t, mustGet(t, st, s.ID), got)
 	})
 }
 
@@ -396,7 +443,10 @@ func TestStoreRotationPolicy(t *testing.T) {
 		"grace one µs late":          {{1, time.Second, 0}, {1, time.Second + 5*time.Second + time.Microsecond, 5 * time.Second}},
 		"grace zero, same instant":   {{1, time.Second, 0}, {1, time.Second, 0}},
 		"previous gen never rotated": {{0, time.Second, time.Hour}},
-		"future generation":          {{5, time.Second, time.Hour}},
+		"generation ahead":           {{5, time.Second, time.Hour}},
+		"ahead, then previous":       {{3, time.Second, 0}, {3, 2 * time.Second, 5 * time.Second}},
+		"ahead, then older":          {{3, time.Second, 0}, {2, 2 * time.Second, 5 * time.Second}},
+		"ahead beyond exact numbers": {{maxGeneration, time.Second, 0}},
 		"idle deadline exactly":      {{1, 10 * time.Minute, time.Hour}},
 		"idle deadline minus 1µs":    {{1, 10*time.Minute - time.Microsecond, time.Hour}},
 		"idle moves with rotation":   {{1, 9 * time.Minute, 0}, {2, 18 * time.Minute, 0}},
@@ -409,7 +459,7 @@ func TestStoreRotationPolicy(t *testing.T) {
 		at := time.Duration(0)
 		for j := 0; j < 8; j++ {
 			at += time.Duration(rng.Intn(6000)) * time.Millisecond
-			steps = append(steps, step{uint64(rng.Intn(5)), at, time.Duration(rng.Intn(3)) * 2 * time.Second})
+			steps = append(steps, step{uint64(rng.Intn(8)), at, time.Duration(rng.Intn(3)) * 2 * time.Second})
 		}
 		cases[fmt.Sprintf("random %d", i)] = steps
 	}

@@ -29,9 +29,21 @@ import (
 //	revocations    stream of revocations (field "r": lines "<sid> <until ms>"),
 //	               also the name of the pub/sub channel they are published on
 type redisStore struct {
-	client *redis.Client
+	// client is a plain, Sentinel failover or Cluster client
+	// (store_redis_ha.go); the keys and scripts are the same on all three.
+	client redis.UniversalClient
 	prefix string
 	logger *zap.Logger
+	// serving names the server that holds the realm's keys right now (the
+	// master, after any failover), for the log; nil for one server.
+	// lastServing is the last one logged. Both are used by the revocation
+	// feed's goroutine only.
+	serving     func(context.Context) (string, error)
+	lastServing string
+	// rediscover, when set, has the client look up anew which servers
+	// to use, after a request found one unreachable (a Cluster master that
+	// died: its replica takes over, and nothing else tells the client).
+	rediscover func()
 	// down is set while Redis is unreachable, so that an outage is logged
 	// once when it starts and once when it ends, not on every request.
 	down atomic.Bool
@@ -70,14 +82,26 @@ func parseRedisURL(raw string) (*redis.Options, error) {
 		// go-redis errors may quote the URL, password included: keep them out
 		return nil, fmt.Errorf("store redis: invalid URL")
 	}
-	opts.DialTimeout = redisDialTimeout
-	opts.ReadTimeout = redisIOTimeout
-	opts.WriteTimeout = redisIOTimeout
-	opts.PoolTimeout = redisIOTimeout + time.Second
-	opts.MaxRetries = 1
-	opts.DialerRetries = 1
-	opts.ContextTimeoutEnabled = true
+	t := redisTimeouts()
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = t.DialTimeout, t.ReadTimeout, t.WriteTimeout, t.PoolTimeout
+	opts.MaxRetries, opts.DialerRetries, opts.ContextTimeoutEnabled = t.MaxRetries, t.DialerRetries, t.ContextTimeoutEnabled
 	return opts, nil
+}
+
+// redisTimeouts are the client settings of every form (one server,
+// Sentinel, Cluster): a dead or hung server fails a request fast (503),
+// and one retry covers a connection that died idle or a failover's
+// redirect.
+func redisTimeouts() *redis.Options {
+	return &redis.Options{
+		DialTimeout:           redisDialTimeout,
+		ReadTimeout:           redisIOTimeout,
+		WriteTimeout:          redisIOTimeout,
+		PoolTimeout:           redisIOTimeout + time.Second,
+		MaxRetries:            1,
+		DialerRetries:         1,
+		ContextTimeoutEnabled: true,
+	}
 }
 
 func newRedisStore(rawURL, realm string, logger *zap.Logger) (*redisStore, error) {
@@ -85,14 +109,20 @@ func newRedisStore(rawURL, realm string, logger *zap.Logger) (*redisStore, error
 	if err != nil {
 		return nil, err
 	}
+	return openRedisStore(redis.NewClient(opts), opts.Addr, realm, logger), nil
+}
+
+// openRedisStore is the realm's store on client; where names the servers
+// in the log.
+func openRedisStore(client redis.UniversalClient, where, realm string, logger *zap.Logger) *redisStore {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
 	return &redisStore{
-		client: redis.NewClient(opts),
+		client: client,
 		prefix: "token_auth:{" + realm + "}:",
-		logger: logger.With(zap.String("realm", realm), zap.String("redis", opts.Addr)),
-	}, nil
+		logger: logger.With(zap.String("realm", realm), zap.String("redis", where)),
+	}
 }
 
 func (r *redisStore) sessionKey(sid string) string { return r.prefix + "s:" + sid }
@@ -120,6 +150,9 @@ func (r *redisStore) check(err error) error {
 		// Redis answered, with an error: a bug or a misconfigured server,
 		// not an outage; logged by whoever answers the request.
 		return fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+	}
+	if r.rediscover != nil {
+		r.rediscover()
 	}
 	if r.down.CompareAndSwap(false, true) {
 		r.logger.Error("session store unreachable; logins and refreshes answer 503 until it is back", zap.Error(err))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // The revocation feed of the Redis store: every instance learns of the
@@ -58,6 +59,7 @@ func (r *redisStore) followRevocations(stop <-chan struct{}, add func(sid string
 	defer ticker.Stop()
 	for {
 		f.sync(ctx)
+		r.noteServing(ctx)
 		select {
 		case <-ctx.Done():
 			_ = sub.Close()
@@ -66,6 +68,26 @@ func (r *redisStore) followRevocations(stop <-chan struct{}, add func(sid string
 		case <-ticker.C:
 		}
 	}
+}
+
+// noteServing logs which server holds the realm's keys when that changes
+// (the first time, and after a failover).
+func (r *redisStore) noteServing(ctx context.Context) {
+	if r.serving == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisIOTimeout)
+	defer cancel()
+	addr, err := r.serving(ctx)
+	if err != nil || addr == r.lastServing {
+		return
+	}
+	if r.lastServing == "" {
+		r.logger.Info("session store served by " + addr)
+	} else {
+		r.logger.Warn("session store now served by "+addr+" (failover)", zap.String("previous", r.lastServing))
+	}
+	r.lastServing = addr
 }
 
 // revocationFollower remembers how far into the revocation stream this

@@ -27,10 +27,12 @@ const revocationLogWindow = 10 * time.Minute
 var luaSources embed.FS
 
 // luaScript is the script redis/<name> after the shared helpers, with the
-// stream's retention filled in.
+// stream's retention and the largest generation filled in.
 func luaScript(name string) *redis.Script {
-	common := strings.ReplaceAll(luaSource("common.lua"), "ARGV_LOG_WINDOW", strconv.FormatInt(revocationLogWindow.Milliseconds(), 10))
-	return redis.NewScript(common + "\n" + luaSource(name))
+	constants := strings.NewReplacer(
+		"ARGV_LOG_WINDOW", strconv.FormatInt(revocationLogWindow.Milliseconds(), 10),
+		"MAX_GENERATION", strconv.FormatUint(maxGeneration, 10))
+	return redis.NewScript(constants.Replace(luaSource("common.lua") + "\n" + luaSource(name)))
 }
 
 func luaSource(name string) string {

@@ -51,25 +51,19 @@ func follow(t *testing.T, st *redisStore) *seenSet {
 	return seen
 }
 
-// twoInstances opens two stores of one realm on one Redis, as two Caddy
-// instances would.
-func twoInstances(t *testing.T, url string) (a, b *redisStore) {
+// twoInstances opens two stores of one realm on one Redis (of any form),
+// as two Caddy instances would.
+func twoInstances(t *testing.T, cfg StoreConfig) (a, b *redisStore) {
 	realm := "feed-" + randomID()
-	var err error
-	if a, err = newRedisStore(url, realm, nil); err != nil {
-		t.Fatal(err)
-	}
-	if b, err = newRedisStore(url, realm, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
+	return openTestRedis(t, cfg, realm), openTestRedis(t, cfg, realm)
 }
 
 // TestRedisRevocationFeed: revocations made through one instance (logout,
 // global logout, reuse) reach the other, with the session's deadline.
-func TestRedisRevocationFeed(t *testing.T) {
-	a, b := twoInstances(t, testenv.RedisURL(t))
+func TestRedisRevocationFeed(t *testing.T) { eachRedisForm(t, testRevocationFeed) }
+
+func testRevocationFeed(t *testing.T, cfg StoreConfig) {
+	a, b := twoInstances(t, cfg)
 	ctx := context.Background()
 	now := clock()
 	one := mustCreate(t, a, newTestSession("alice", now))
@@ -108,8 +102,10 @@ func TestRedisRevocationFeed(t *testing.T) {
 // TestRedisRevocationResync: a revocation whose pub/sub message was lost
 // (here: written to the stream only) still reaches every instance through
 // the periodic stream read.
-func TestRedisRevocationResync(t *testing.T) {
-	a, b := twoInstances(t, testenv.RedisURL(t))
+func TestRedisRevocationResync(t *testing.T) { eachRedisForm(t, testRevocationResync) }
+
+func testRevocationResync(t *testing.T, cfg StoreConfig) {
+	a, b := twoInstances(t, cfg)
 	seen := follow(t, b)
 	// let the feed finish its first full load, so the entry below comes
 	// after the stream position it noted
@@ -245,7 +241,7 @@ func TestRedisURLAndDatabase(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("session key in db 3: %d %v", n, err)
 	}
-	if db := st.client.Options().DB; db != 3 {
+	if db := st.client.(*redis.Client).Options().DB; db != 3 {
 		t.Fatalf("client on db %d", db)
 	}
 	ttl, err := st.client.PTTL(context.Background(), "token_auth:{dbtest}:s:"+s.ID).Result()
@@ -296,9 +292,11 @@ func TestStoreConfigRedis(t *testing.T) {
 // two Caddy processes have: a logout through one is refused by the other's
 // revocation set, with no store call on the guard's path.
 func TestRealmRevocationsAcrossInstances(t *testing.T) {
-	url := testenv.RedisURL(t)
+	eachRedisForm(t, testRealmRevocationsAcrossInstances)
+}
+
+func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
 	realm := "realm-" + randomID()
-	cfg := StoreConfig{Backend: "redis", URL: url}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	a, err := openRealm(ctx, realm, cfg, zap.NewNop())

@@ -35,7 +35,13 @@ func TestDecideRotation(t *testing.T) {
 		{name: "previous generation, grace disabled", mutate: func(s *Session) { s.RotatedAt = t0 }, presented: 4, now: t0, grace: 0, want: reused, wantGen: 5, revoked: true},
 		{name: "older generation inside grace", mutate: func(s *Session) { s.RotatedAt = t0 }, presented: 3, now: t0, grace: grace, want: reused, wantGen: 5, revoked: true},
 		{name: "generation 0", presented: 0, now: t0, grace: grace, want: reused, wantGen: 5, revoked: true},
-		{name: "future generation", presented: 6, now: t0, grace: grace, want: reused, wantGen: 5, revoked: true},
+		// ahead of the store: it lost rotations; the session catches up
+		{name: "generation ahead by one catches up", presented: 6, now: t0, grace: grace, want: caughtUp, wantGen: 7, touched: true},
+		{name: "generation far ahead catches up", presented: 1000, now: t0, grace: 0, want: caughtUp, wantGen: 1001, touched: true},
+		{name: "generation ahead, grace disabled", presented: 6, now: t0, grace: 0, want: caughtUp, wantGen: 7, touched: true},
+		{name: "generation ahead of a revoked session", mutate: func(s *Session) { s.Revoked = true }, presented: 6, now: t0, grace: grace, want: refusedRevoked, wantGen: 5, revoked: true},
+		{name: "generation ahead of an expired session", mutate: func(s *Session) { s.Expires = t0 }, presented: 6, now: t0, grace: grace, want: refusedExpired, wantGen: 5},
+		{name: "generation beyond what a store computes exactly", presented: maxGeneration, now: t0, grace: grace, want: reused, wantGen: 5, revoked: true},
 		{name: "revoked session", mutate: func(s *Session) { s.Revoked = true }, presented: 5, now: t0, grace: grace, want: refusedRevoked, wantGen: 5, revoked: true},
 		{name: "revoked session, previous generation in grace", mutate: func(s *Session) { s.Revoked = true; s.RotatedAt = t0 }, presented: 4, now: t0, grace: grace, want: refusedRevoked, wantGen: 5, revoked: true},
 		{name: "past session_ttl", mutate: func(s *Session) { s.Expires = t0 }, presented: 5, now: t0, grace: grace, want: refusedExpired, wantGen: 5},
@@ -64,7 +70,7 @@ func TestDecideRotation(t *testing.T) {
 			} else if !s.LastUsed.Equal(before.LastUsed) || !s.RotatedAt.Equal(before.RotatedAt) {
 				t.Fatalf("a non-rotation changed the times: %+v", s)
 			}
-			if got.changesSession() != (got == rotated || got == reused) {
+			if got.changesSession() != (got == rotated || got == caughtUp || got == reused) {
 				t.Fatal("changesSession disagrees with the outcome")
 			}
 		})

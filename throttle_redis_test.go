@@ -16,19 +16,7 @@ import (
 // openRedisFailures is a Redis counter in a realm of its own.
 func openRedisFailures(t *testing.T, url string, logger *zap.Logger) *redisFailures {
 	t.Helper()
-	st, err := newRedisStore(url, "throttle-"+randomID(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// leave the shared server as found (the keys would expire anyway)
-		ctx := context.Background()
-		if keys, err := st.client.Keys(ctx, st.prefix+"*").Result(); err == nil && len(keys) > 0 {
-			st.client.Del(ctx, keys...)
-		}
-		st.Close()
-	})
-	return newRedisFailures(st)
+	return newRedisFailures(openTestRedisLogged(t, StoreConfig{Backend: "redis", URL: url}, "throttle-"+randomID(), logger))
 }
 
 // shortenExpiries makes every key of the store's realm expire d sooner,
@@ -36,7 +24,7 @@ func openRedisFailures(t *testing.T, url string, logger *zap.Logger) *redisFailu
 func shortenExpiries(t *testing.T, st *redisStore, d time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	keys, err := st.client.Keys(ctx, st.prefix+"*").Result()
+	keys, err := realmKeys(ctx, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +58,7 @@ func TestRedisFailuresExpireByThemselves(t *testing.T) {
 	if err := f.Ban(ctx, "ip:a", 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := f.store.client.Keys(ctx, f.store.prefix+"*").Result()
+	keys, err := realmKeys(ctx, f.store)
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("keys %v, %v", keys, err)
 	}

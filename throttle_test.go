@@ -148,6 +148,16 @@ var counterKinds = []struct {
 		f := openRedisFailures(t, testenv.RedisURL(t), nil)
 		return f, func(d time.Duration) { shortenExpiries(t, f.store, d) }
 	}},
+	// the same on the run's Sentinel setup and 3-master Cluster
+	// (test.d/setup-redis-ha.sh)
+	{"redis_sentinel", func(t *testing.T) (failureCounter, func(time.Duration)) {
+		f := newRedisFailures(openTestRedis(t, testSentinelConfig(t), "throttle-"+randomID()))
+		return f, func(d time.Duration) { shortenExpiries(t, f.store, d) }
+	}},
+	{"redis_cluster", func(t *testing.T) (failureCounter, func(time.Duration)) {
+		f := newRedisFailures(openTestRedis(t, testClusterConfig(t), "throttle-"+randomID()))
+		return f, func(d time.Duration) { shortenExpiries(t, f.store, d) }
+	}},
 }
 
 func eachCounter(t *testing.T, fn func(t *testing.T, c failureCounter, wait func(time.Duration))) {

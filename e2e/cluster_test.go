@@ -19,16 +19,53 @@ import (
 // clusterSite is a site guarded on /api/* with sessions in Redis, whose
 // URL comes from the environment (so placeholders are exercised too).
 func clusterSite(t *testing.T, realm string) string {
+	return clusterSiteOn(t, realm, "store redis {env.TEST_TOKEN_AUTH_REDIS_URL}")
+}
+
+// clusterSiteOn is clusterSite with another store line.
+func clusterSiteOn(t *testing.T, realm, store string) string {
 	return fmt.Sprintf(`
 	token_auth /api/* {
 		realm %s
 		signing_key hs256 %s
-		store redis {env.TEST_TOKEN_AUTH_REDIS_URL}
+		%s
 		reuse_grace 0
 		user alice %s
 	}
 	respond /api/* "hello {http.auth.user.id}" 200
-`, realm, e2eSecret, testenv.Hash(t, "alice-pw"))
+`, realm, e2eSecret, store, testenv.Hash(t, "alice-pw"))
+}
+
+// redisForms are the store lines of the three forms of the Redis store on
+// the run's shared servers (one server, Sentinel, 3-master Cluster), every
+// server given by a placeholder, with the environment that fills them in.
+var redisForms = []struct {
+	name  string
+	store func(t *testing.T) (line string, env []string)
+}{
+	{"redis", func(t *testing.T) (string, []string) {
+		return "store redis {env.TEST_TOKEN_AUTH_REDIS_URL}", []string{"TEST_TOKEN_AUTH_REDIS_URL=" + testenv.RedisURL(t)}
+	}},
+	{"redis_sentinel", func(t *testing.T) (string, []string) {
+		master, sentinels := testenv.RedisSentinel(t)
+		line, env := urlPlaceholders(sentinels)
+		return "store redis_sentinel {env.TEST_TOKEN_AUTH_MASTER} " + line, append(env, "TEST_TOKEN_AUTH_MASTER="+master)
+	}},
+	{"redis_cluster", func(t *testing.T) (string, []string) {
+		line, env := urlPlaceholders(testenv.RedisCluster(t))
+		return "store redis_cluster " + line, env
+	}},
+}
+
+// urlPlaceholders names each URL by an environment placeholder.
+func urlPlaceholders(urls []string) (line string, env []string) {
+	var names []string
+	for i, u := range urls {
+		name := fmt.Sprintf("TEST_TOKEN_AUTH_REDIS_%d", i)
+		env = append(env, name+"="+u)
+		names = append(names, "{env."+name+"}")
+	}
+	return strings.Join(names, " "), env
 }
 
 func startClusterNode(t *testing.T, redisURL, site string) *caddyProc {
@@ -76,11 +113,21 @@ func (p *caddyProc) admin(method, path string) (int, map[string]any, string) {
 // opened on one is refreshed on the other, reuse detected anywhere kills
 // it everywhere, and logouts and admin revocations reach the other
 // instance within 5 s.
+//
+// It runs on each form of Redis: one server, Sentinel and a 3-master
+// Cluster.
 func TestClusterTwoInstances(t *testing.T) {
-	url := testenv.RedisURL(t)
-	site := clusterSite(t, "cluster-"+rand.Text()[:8])
-	a := startClusterNode(t, url, site)
-	b := startClusterNode(t, url, site)
+	for _, form := range redisForms {
+		t.Run(form.name, func(t *testing.T) {
+			store, env := form.store(t)
+			testClusterTwoInstances(t, clusterSiteOn(t, "cluster-"+rand.Text()[:8], store), env)
+		})
+	}
+}
+
+func testClusterTwoInstances(t *testing.T, site string, env []string) {
+	a := startCaddy(t, "", site, caddyOptions{Env: env})
+	b := startCaddy(t, "", site, caddyOptions{Env: env})
 
 	// login at A, refresh at B, the old refresh token again at A
 	first := clusterLogin(t, a)

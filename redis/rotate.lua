@@ -10,9 +10,11 @@ if s.revoked == '1' then
   outcome = 3 -- refusedRevoked
 elseif now >= deadline(s) then
   outcome = 4 -- refusedExpired
-elseif presented == gen then
+elseif presented >= gen and presented < MAX_GENERATION then
+  -- a generation ahead of the store's catches up (decideRotation)
   outcome = 0 -- rotated
-  redis.call('HSET', key, 'gen', int(gen + 1), 'rotated_at', ARGV[3], 'last_used', ARGV[3])
+  if presented > gen then outcome = 5 end -- caughtUp
+  redis.call('HSET', key, 'gen', int(presented + 1), 'rotated_at', ARGV[3], 'last_used', ARGV[3])
   s.last_used = ARGV[3]
   redis.call('PEXPIREAT', key, int(math.ceil(deadline(s) / 1000)))
 elseif presented + 1 == gen and grace > 0 and s.rotated_at ~= '0' and now - tonumber(s.rotated_at) <= grace then
