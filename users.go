@@ -214,6 +214,18 @@ func parseHtpasswd(data []byte) ([]User, error) {
 	return users, nil
 }
 
+// checkFileHasUsers refuses a users file without users. A zero-byte file
+// is what `>`, many editors and config tools leave for a moment while
+// rewriting one: taken as the list, it would lock every user out until the
+// next read. So it is a broken file like any other (the last good list is
+// kept); to shut everyone out, remove the users_file option.
+func checkFileHasUsers(users []User) error {
+	if len(users) == 0 {
+		return errors.New("no users (an empty file, or one being rewritten, is refused; the last good list is kept)")
+	}
+	return nil
+}
+
 // userDirectory is the handler's view of its users: inline users plus an
 // optional users file, re-read when the file changes on disk. A broken file
 // keeps the last good list.
@@ -262,6 +274,9 @@ func (d *userDirectory) load() error {
 			return fmt.Errorf("users file: %v", err)
 		}
 		fromFile, err := parseUsersFile(data)
+		if err == nil {
+			err = checkFileHasUsers(fromFile)
+		}
 		if err != nil {
 			return fmt.Errorf("users file %s: %v", d.path, err)
 		}
