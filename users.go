@@ -97,9 +97,16 @@ func newUserList(users []User) (*userList, error) {
 			return nil, fmt.Errorf("user %q is defined twice", u.ID)
 		}
 		l.byID[u.ID] = u
-		if u.Email != "" {
-			l.byEmail[strings.ToLower(u.Email)] = u
+		if u.Email == "" {
+			continue
 		}
+		// emails compare case-insensitively (logins do), so two users
+		// whose emails differ only in case would shadow each other
+		email := strings.ToLower(u.Email)
+		if other := l.byEmail[email]; other != nil {
+			return nil, fmt.Errorf("users %q and %q have the same email %q (emails compare case-insensitively)", other.ID, u.ID, u.Email)
+		}
+		l.byEmail[email] = u
 	}
 	l.comparer, l.fake = dummyHashFor(users) // same algorithm and cost as the users
 	return l, nil

@@ -285,3 +285,37 @@ func rewriteUsersFile(t *testing.T, dir *userDirectory, data string) {
 	dir.checked = time.Time{}
 	dir.mu.Unlock()
 }
+
+// TestDuplicateEmailIsAConfigError: two users whose emails differ only in
+// case are an error naming both (at start), and a users file that
+// introduces one keeps the last good list on reload; a login by email
+// finds its user whatever the case.
+func TestDuplicateEmailIsAConfigError(t *testing.T) {
+	alice := User{ID: "alice", Password: testenv.Hash(t, "a"), Email: "Alice@Example.com"}
+	mallory := User{ID: "mallory", Password: testenv.Hash(t, "m"), Email: "alice@example.COM"}
+	if _, err := newUserDirectory([]User{alice, mallory}, "", zap.NewNop()); err == nil ||
+		!strings.Contains(err.Error(), `"alice"`) || !strings.Contains(err.Error(), `"mallory"`) {
+		t.Fatalf("duplicate email at start: %v, want an error naming both users", err)
+	}
+
+	core, logs := observer.New(zap.InfoLevel)
+	path := writeTemp(t, `{"users":[{"id":"bob","password":"`+testenv.Hash(t, "b")+`"}]}`)
+	dir, err := newUserDirectory([]User{alice}, path, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := dir.authenticate("ALICE@example.com", "a", true); err != nil || u == nil || u.ID != "alice" {
+		t.Fatalf("login by email in another case: %v %v", u, err)
+	}
+	rewriteUsersFile(t, dir, `{"users":[{"id":"mallory","password":"`+testenv.Hash(t, "m")+`","email":"alice@EXAMPLE.com"}]}`)
+	if dir.byID("mallory") != nil || dir.byID("bob") == nil {
+		t.Fatal("a users file with a duplicate email replaced the last good list")
+	}
+	if u, _ := dir.authenticate("alice@example.com", "a", true); u == nil || u.ID != "alice" {
+		t.Fatalf("alice's email now finds %v", u)
+	}
+	broken := logs.FilterMessage("users file is broken; keeping the last good user list").All()
+	if len(broken) != 1 || !strings.Contains(fmt.Sprint(broken[0].ContextMap()["error"]), `"mallory"`) {
+		t.Fatalf("not logged as broken, naming the users: %+v", logs.All())
+	}
+}
