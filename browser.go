@@ -117,7 +117,7 @@ func (ta *TokenAuth) handleFormLogin(w http.ResponseWriter, r *http.Request) err
 func (ta *TokenAuth) browserErrorCode(r *http.Request, err error) string {
 	var apiErr *apiError
 	if !errors.As(err, &apiErr) {
-		ta.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
+		ta.logFault(r, err) // handler.go
 		return "unavailable"
 	}
 	switch apiErr.Code {

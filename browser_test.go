@@ -22,27 +22,35 @@ import (
 type flakyStore struct {
 	*memoryStore
 	down atomic.Bool
+	err  error // what it fails with; default errFlaky
 }
 
 var errFlaky = errors.Join(ErrStoreUnavailable, errors.New("connection refused"))
 
+func (f *flakyStore) failure() error {
+	if f.err != nil {
+		return f.err
+	}
+	return errFlaky
+}
+
 func (f *flakyStore) Create(ctx context.Context, s Session) error {
 	if f.down.Load() {
-		return errFlaky
+		return f.failure()
 	}
 	return f.memoryStore.Create(ctx, s)
 }
 
 func (f *flakyStore) Rotate(ctx context.Context, sid string, presented uint64, now time.Time, grace time.Duration) (Session, rotation, error) {
 	if f.down.Load() {
-		return Session{}, 0, errFlaky
+		return Session{}, 0, f.failure()
 	}
 	return f.memoryStore.Rotate(ctx, sid, presented, now, grace)
 }
 
 func (f *flakyStore) Revoke(ctx context.Context, sid string) error {
 	if f.down.Load() {
-		return errFlaky
+		return f.failure()
 	}
 	return f.memoryStore.Revoke(ctx, sid)
 }
@@ -86,6 +94,37 @@ func formRequest(method, target string, form url.Values, cookies ...*http.Cookie
 		r.AddCookie(c)
 	}
 	return r
+}
+
+// TestBrowserStoreOutageLoggedOnce: an outage the store has logged (as
+// Redis does, once per outage) is not logged again per browser request:
+// form logins and refreshes during it add no line, like the JSON path.
+func TestBrowserStoreOutageLoggedOnce(t *testing.T) {
+	ta, store, logs := inProcessHandler(t)
+	login := url.Values{"username": {"alice"}, "password": {"alice-password"}, "redirect": {"/private/"}}
+	w := serveRequest(t, ta, formRequest("POST", "/authentication", login))
+	var refresh *http.Cookie
+	for _, c := range w.Result().Cookies() {
+		if c.Name == refreshCookieName {
+			refresh = c
+		}
+	}
+	if refresh == nil {
+		t.Fatalf("login: %d %v", w.Code, w.Header())
+	}
+	store.err = errors.Join(ErrStoreUnavailable, errOutageLogged, errors.New("connection refused"))
+	store.down.Store(true)
+	for i := 0; i < 3; i++ {
+		serveRequest(t, ta, formRequest("POST", "/authentication", login))
+		serveRequest(t, ta, formRequest("GET", "/authentication/refresh?redirect=%2F", nil, refresh))
+		w := serve(t, ta, "POST", "/authentication", `{"strategy":"local","username":"alice","password":"alice-password"}`)
+		if w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("JSON login, store down: %d", w.Code)
+		}
+	}
+	if n := logs.FilterMessage("request failed").Len(); n != 0 {
+		t.Fatalf("an outage the store logged was logged again %d times", n)
+	}
 }
 
 func TestBrowserStoreDown(t *testing.T) {

@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -87,12 +88,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 	if !h.Next() {
 		return nil, h.ArgErr()
 	}
+	where := fmt.Sprintf("%s:%d", h.File(), h.Line())
 	matcherSet, err := h.ExtractMatcherSet()
 	if err != nil {
 		return nil, err
 	}
 	ta := new(TokenAuth)
 	if err := ta.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	if err := checkCaddyfileRealm(h, ta, where); err != nil { // realmrules.go
 		return nil, err
 	}
 	route := caddyhttp.Route{

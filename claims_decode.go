@@ -132,17 +132,19 @@ func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 		if skipErr != nil {
 			return skipErr
 		}
-		if reservedClaims[string(key)] { // reserved, not an access token field (gen, id, typ)
-			if !json.Valid(raw) {
-				return d.syntaxError("malformed value")
-			}
-			return nil
+		reserved := reservedClaims[string(key)] // reserved, not an access token field (gen, id, typ)
+		if reserved && !json.Valid(raw) {
+			return d.syntaxError("malformed value")
 		}
 		if raw[0] == '{' || raw[0] == '[' {
-			// encoding/json keeps the last of duplicate keys: refuse them
+			// encoding/json keeps the last of duplicate keys, and the full
+			// path refuses them at any depth, of any claim: so do we
 			if err := walkValue(json.NewDecoder(bytes.NewReader(raw))); err != nil {
 				return fmt.Errorf("claim %q: %w", key, err)
 			}
+		}
+		if reserved {
+			return nil
 		}
 		var v any
 		if err := json.Unmarshal(raw, &v); err != nil {

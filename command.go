@@ -162,6 +162,9 @@ func (e *usersEdit) run() error {
 	if _, err := newUserList(users); err != nil {
 		return err
 	}
+	if len(users) == 0 {
+		return fmt.Errorf("%s: user %q is the last one; a users file without users is refused by token_auth (it keeps its last good list), so it is not changed", e.file, e.id)
+	}
 	data, err := json.MarshalIndent(struct {
 		Users []User `json:"users"`
 	}{users}, "", "  ")

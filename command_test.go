@@ -39,12 +39,13 @@ func TestUsersCommandErrors(t *testing.T) {
 		edit func() *usersEdit
 		want string
 	}{
-		"no file flag":   {func() *usersEdit { e := base("list", ""); e.file = ""; return e }, "--file is required"},
-		"list missing":   {func() *usersEdit { e := base("list", ""); e.file = filepath.Join(dir, "none.json"); return e }, "no such file"},
-		"add existing":   {func() *usersEdit { return base("add", "alice") }, "already exists"},
-		"update unknown": {func() *usersEdit { return base("update", "nobody") }, "no user \"nobody\""},
-		"remove unknown": {func() *usersEdit { return base("remove", "nobody") }, "no user \"nobody\""},
-		"empty password": {func() *usersEdit { e := base("add", "bob"); e.readPassword = pw(""); return e }, "password is empty"},
+		"no file flag":    {func() *usersEdit { e := base("list", ""); e.file = ""; return e }, "--file is required"},
+		"list missing":    {func() *usersEdit { e := base("list", ""); e.file = filepath.Join(dir, "none.json"); return e }, "no such file"},
+		"add existing":    {func() *usersEdit { return base("add", "alice") }, "already exists"},
+		"update unknown":  {func() *usersEdit { return base("update", "nobody") }, "no user \"nobody\""},
+		"remove unknown":  {func() *usersEdit { return base("remove", "nobody") }, "no user \"nobody\""},
+		"remove the last": {func() *usersEdit { return base("remove", "alice") }, "is the last one"},
+		"empty password":  {func() *usersEdit { e := base("add", "bob"); e.readPassword = pw(""); return e }, "password is empty"},
 		"password error": {func() *usersEdit {
 			e := base("add", "bob")
 			e.readPassword = func() ([]byte, error) { return nil, errors.New("no tty") }

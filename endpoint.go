@@ -236,6 +236,22 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("reason", "invalid_token"))
 		return nil, errNotAuthenticated()
 	}
+	user, err := ta.userByID(r.Context(), claims.Subject) // a realm user, or one admitted by an identity provider
+	if err != nil {
+		return nil, err
+	}
+	if user == nil {
+		// The user is not in the list. That may be a removal, or a users
+		// file read in the middle of a rewrite: nothing permanent is done
+		// on one read. The refresh is refused before rotating, and the
+		// session is not revoked: it works again if the user comes back,
+		// and ends with its lifetime otherwise (the admin API revokes it
+		// at once).
+		ta.countRefresh("invalid")
+		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
+			zap.String("user", claims.Subject), zap.String("sid", claims.SID), zap.String("reason", "user_removed"))
+		return nil, errNotAuthenticated()
+	}
 	jkt, err := ta.refreshProof(r, claims.SID) // dpop.go: before rotating, so a refused proof changes nothing
 	if err != nil {
 		ta.countRefresh(failureResult(err))
@@ -271,19 +287,6 @@ func (ta *TokenAuth) refresh(r *http.Request, raw string) (*authResult, error) {
 		// bound to another key by a refresh racing this one: nothing rotated for it
 		ta.countRefresh("invalid_dpop_proof")
 		return nil, errDPoPProof(http.StatusUnauthorized)
-	}
-	user, err := ta.userByID(r.Context(), s.User) // a realm user, or one admitted by an identity provider
-	if err != nil {
-		return nil, err
-	}
-	if user == nil {
-		// the account was removed: its sessions end with it
-		if err := ta.revokeSession(r.Context(), s.ID); err != nil {
-			return nil, err
-		}
-		ta.logger.Info("refresh refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
-			zap.String("user", s.User), zap.String("sid", s.ID), zap.String("reason", "user_removed"))
-		return nil, errNotAuthenticated()
 	}
 	ta.logger.Info("session refreshed", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
 		zap.String("user", s.User), zap.String("sid", s.ID), zap.String("outcome", outcome.String()))

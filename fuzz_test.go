@@ -3,7 +3,9 @@ package tokenauth
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +62,45 @@ func FuzzVerifyToken(f *testing.F) {
 
 // FuzzDecodeAuthRequest: the endpoint's JSON parser never panics, and what
 // it accepts is one JSON object it can give back.
+// FuzzFastPathAgreesWithFullPath: arbitrary headers and claims, signed
+// with the realm's key (so the signature never decides), are accepted by
+// the fast path only if the full golang-jwt path accepts them, with the
+// same claims.
+func FuzzFastPathAgreesWithFullPath(f *testing.F) {
+	ts, _ := newTestTokens(f, 0)
+	kid := ts.keys.signer.kid
+	hdr := fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"at+jwt"}`, kid)
+	exp := time.Now().Add(time.Hour).Unix()
+	good := fmt.Sprintf(`{"iss":"test-issuer","aud":["test-realm"],"sub":"alice","sid":"s1","jti":"j","exp":%d,"roles":["a"],"team":"blue"}`, exp)
+	for _, seed := range [][2]string{
+		{hdr, good},
+		{hdr, strings.Replace(good, `"team":"blue"`, `"gen":{"a":1,"a":2}`, 1)},
+		{hdr, strings.Replace(good, `"team":"blue"`, `"team":{"x":[1,{"y":2,"y":3}]}`, 1)},
+		{hdr, strings.Replace(good, `"roles":["a"]`, `"roles":"a"`, 1)},
+		{hdr, strings.Replace(good, `"aud":["test-realm"]`, `"aud":"test-realm"`, 1)},
+		{strings.Replace(hdr, `"typ"`, ` "typ" `, 1), good},
+		{fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"application/at+jwt"}`, kid), good},
+		{hdr, good[:len(good)-1] + `,"exp":1}`},
+		{hdr, `{"sub":"alice","sid":"s1","exp":1e300,"iss":"test-issuer","aud":"test-realm"}`},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, header, claims string) {
+		raw := signRaw(header, claims)
+		fast, fastOK := ts.fastVerifyAccess(raw)
+		if !fastOK {
+			return
+		}
+		full, err := ts.verifyAccess(raw)
+		if err != nil {
+			t.Fatalf("fast path accepted what the full path refuses (%v): header %s claims %s", err, header, claims)
+		}
+		if !reflect.DeepEqual(fast, full) {
+			t.Fatalf("claims differ:\n fast %+v\n full %+v", fast, full)
+		}
+	})
+}
+
 func FuzzDecodeAuthRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"strategy":"local","username":"alice","password":"pw"}`,

@@ -66,7 +66,7 @@ func (ta *TokenAuth) guard(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 	ta.countGuard("accepted")
 	setIdentityPlaceholders(r, claims)
-	return next.ServeHTTP(w, r)
+	return next.ServeHTTP(newPrivateAnswer(w), r) // privatecache.go
 }
 
 // accessToken returns the request's access token: the Authorization

@@ -67,13 +67,19 @@ func (ta *TokenAuth) answerError(w http.ResponseWriter, r *http.Request, err err
 	if errors.As(err, &apiErr) {
 		return writeError(w, apiErr)
 	}
-	if !errors.Is(err, errOutageLogged) { // an outage is logged once, by the store
-		ta.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
-	}
+	ta.logFault(r, err)
 	if errors.Is(err, ErrStoreUnavailable) {
 		return writeError(w, errStoreDown())
 	}
 	return writeError(w, errServerFault())
+}
+
+// logFault logs a server fault, except an outage the store has logged
+// already (once per outage, on every path: JSON and browser).
+func (ta *TokenAuth) logFault(r *http.Request, err error) {
+	if !errors.Is(err, errOutageLogged) {
+		ta.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
+	}
 }
 
 // clientIP is the client address Caddy determined, which honours the

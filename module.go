@@ -237,6 +237,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	if err := ta.storeCfg.validate(); err != nil {
 		return err
 	}
+	if err := claimRealm(ctx, ta.Realm, ta.realmConfig()); err != nil { // realmrules.go
+		return err
+	}
 	ta.realm, err = acquireRealm(ctx, ta.Realm, ta.storeCfg, ta.logger)
 	if err != nil {
 		return fmt.Errorf("opening session store: %w", err)

@@ -186,13 +186,13 @@ func TestRedisClusterKeysInOneSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newRedisFailures(st)
-	if _, err := f.Fail(ctx, "user:alice", "1.2.3.4", time.Minute); err != nil {
+	if _, _, err := f.Reserve(ctx, "user:alice", "1.2.3.4", time.Minute, 100); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Ban(ctx, "ip:1.2.3.4", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Fail(ctx, "user:bob", "1.2.3.4", time.Minute); err != nil {
+	if _, _, err := f.Reserve(ctx, "user:bob", "1.2.3.4", time.Minute, 100); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.PutTemp(ctx, "test:challenge", []byte("x"), time.Minute); err != nil {

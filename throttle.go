@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"runtime"
 	"strings"
@@ -77,10 +78,18 @@ func (c ThrottleConfig) validate() error {
 // keep time by its own clock. The implementations are memoryFailures
 // (below) and redisFailures; both pass the same conformance table.
 type failureCounter interface {
-	// Fail records one failure of key from source and returns the number
-	// of failures of key, from all sources, in the current window (which
-	// starts at the first failure of key and lasts window).
-	Fail(ctx context.Context, key, source string, window time.Duration) (int, error)
+	// Reserve counts one attempt of key from source as a failure before
+	// its password is verified, and returns the failures of key, from all
+	// sources, in the current window (which starts at the first failure of
+	// key and lasts window), this one included. Unless key is banned or
+	// already has limit failures in the window: then it counts nothing and
+	// returns how long to wait (the ban's or the window's rest). Checking
+	// and counting are one atomic step, so a burst of concurrent attempts
+	// gets at most limit verifications.
+	Reserve(ctx context.Context, key, source string, window time.Duration, limit int) (n int, wait time.Duration, err error)
+	// Release takes back one reserved attempt of key from source whose
+	// password was not verified after all.
+	Release(ctx context.Context, key, source string) error
 	// Forgive forgets key's failures from source.
 	Forgive(ctx context.Context, key, source string) error
 	// Ban refuses key for d, and forgets its failures.
@@ -111,7 +120,7 @@ func newMemoryFailures() *memoryFailures {
 	return &memoryFailures{now: time.Now, entries: make(map[string]*failureEntry), max: maxFailureEntries}
 }
 
-func (m *memoryFailures) Fail(_ context.Context, key, source string, window time.Duration) (int, error) {
+func (m *memoryFailures) Reserve(_ context.Context, key, source string, window time.Duration, limit int) (int, time.Duration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -123,18 +132,36 @@ func (m *memoryFailures) Fail(_ context.Context, key, source string, window time
 		e = &failureEntry{}
 		m.entries[key] = e
 	}
+	if left := e.bannedUntil.Sub(now); left > 0 {
+		return 0, left, nil
+	}
 	if !now.Before(e.windowEnd) {
 		e.windowEnd, e.bySource = now.Add(window), nil
+	}
+	total := 0
+	for _, n := range e.bySource {
+		total += n
+	}
+	if total >= limit {
+		return total, e.windowEnd.Sub(now), nil
 	}
 	if e.bySource == nil {
 		e.bySource = make(map[string]int)
 	}
 	e.bySource[source]++
-	total := 0
-	for _, n := range e.bySource {
-		total += n
+	return total + 1, 0, nil
+}
+
+func (m *memoryFailures) Release(_ context.Context, key, source string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.entries[key]; e != nil && e.bySource[source] > 0 {
+		e.bySource[source]--
+		if e.bySource[source] == 0 {
+			delete(e.bySource, source)
+		}
 	}
-	return total, nil
+	return nil
 }
 
 func (m *memoryFailures) Forgive(_ context.Context, key, source string) error {
@@ -272,25 +299,47 @@ func (ta *TokenAuth) throttleKeys(r *http.Request, login string, isEmail bool) (
 	return userKey, "ip:" + ip, ip
 }
 
-// checkPassword is a password login with throttling and bounded hashing:
-// a banned user or client IP is answered 429 before any hashing; a login
-// finding no free hashing slot soon is answered 503; a failure is counted
-// against both the user and the client IP, and bans them at the limit.
+// throttleCharge is one counter a login attempt is charged to: key is
+// what is throttled, source where the attempt came from.
+type throttleCharge struct{ key, source string }
+
+// checkPassword is a password login with throttling and bounded hashing.
+// The attempt is charged to its user and its client IP BEFORE its password
+// is verified (a reservation): a banned user or IP, or one whose window
+// already holds `failures` attempts, is answered 429 without hashing, so a
+// burst of concurrent wrong passwords gets at most `failures` verifications
+// per window. A login finding no free hashing slot soon is answered 503
+// and its reservation taken back. A success forgives the failures it
+// explains; a failure keeps its reservation and bans at the limit.
 // It returns the user, or nil for a wrong login.
 func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
 	ctx := r.Context()
 	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
-	if err := ta.refuseBanned(ctx, ip, login, userKey, ipKey); err != nil {
-		return nil, err
+	charges := []throttleCharge{{userKey, ip}, {ipKey, userKey}}
+	throttled := ta.throttled()
+	var counts []int
+	if throttled {
+		var err error
+		if counts, err = ta.reserveAttempt(r, charges, login); err != nil {
+			return nil, err
+		}
 	}
 
 	if !ta.hashSlots.acquire(ctx) {
 		ta.logger.Warn("login refused: too many password verifications at once", zap.String("client_ip", ip))
+		if throttled {
+			if err := ta.releaseAttempt(ctx, charges); err != nil {
+				return nil, err
+			}
+		}
 		return nil, errHashingBusy()
 	}
 	user, err := ta.users.authenticate(login, password, isEmail)
 	ta.hashSlots.release()
 	if err != nil {
+		if throttled {
+			err = errors.Join(err, ta.releaseAttempt(ctx, charges))
+		}
 		return nil, err
 	}
 
@@ -298,15 +347,78 @@ func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEm
 	// user name is the client's and could imitate other fields.
 	if user != nil {
 		ta.logger.Debug("password accepted", zap.String("client_ip", ip), zap.String("user", user.ID))
-		return user, ta.forgiveFailures(ctx, userKey, ipKey, ip)
+		if !throttled {
+			return user, nil
+		}
+		// A success forgives only the failures it explains: this user's
+		// from this IP (its own reservation with them). Other IPs'
+		// failures against this user stand.
+		for _, c := range charges {
+			if err := ta.realm.failures.Forgive(ctx, c.key, c.source); err != nil {
+				return nil, fmt.Errorf("updating login throttle: %w", err)
+			}
+		}
+		return user, nil
 	}
 	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm), zap.String("user", login))
-	return nil, ta.countFailures(ctx, userKey, ipKey, ip)
+	if !throttled {
+		return nil, nil
+	}
+	for i, c := range charges {
+		if counts[i] < ta.throttle.Failures {
+			continue
+		}
+		if err := ta.realm.failures.Ban(ctx, c.key, time.Duration(ta.throttle.Ban)); err != nil {
+			return nil, fmt.Errorf("updating login throttle: %w", err)
+		}
+		ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", c.key),
+			zap.Int("failures", counts[i]), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
+	}
+	return nil, nil
 }
 
-// throttled says whether failures are counted. A handler built without
-// Provision (as some unit tests do) has a zero config and no counter: it
-// is not throttled.
+// reserveAttempt charges an attempt to every counter, each atomically, and
+// returns their counts. If one refuses (banned, or its window is full),
+// the reservations already made are taken back and the answer is 429.
+func (ta *TokenAuth) reserveAttempt(r *http.Request, charges []throttleCharge, login string) ([]int, error) {
+	ctx := r.Context()
+	window := time.Duration(ta.throttle.Window)
+	counts := make([]int, 0, len(charges))
+	for i, c := range charges {
+		n, wait, err := ta.realm.failures.Reserve(ctx, c.key, c.source, window, ta.throttle.Failures)
+		if err == nil && wait == 0 {
+			counts = append(counts, n)
+			continue
+		}
+		if err != nil {
+			err = fmt.Errorf("reading login throttle: %w", err)
+		}
+		if rerr := ta.releaseAttempt(ctx, charges[:i]); rerr != nil && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		ta.logger.Info("login refused: throttled", zap.String("client_ip", clientIP(r)), zap.String("user", login))
+		return nil, errTooManyFailures(wait)
+	}
+	return counts, nil
+}
+
+// releaseAttempt takes back the reservations of an attempt whose password
+// was not verified.
+func (ta *TokenAuth) releaseAttempt(ctx context.Context, charges []throttleCharge) error {
+	for _, c := range charges {
+		if err := ta.realm.failures.Release(ctx, c.key, c.source); err != nil {
+			return fmt.Errorf("updating login throttle: %w", err)
+		}
+	}
+	return nil
+}
+
+// throttled says whether failed logins are counted. A handler built
+// without Provision (as some unit tests do) has a zero config and no
+// counter: it is not throttled.
 func (ta *TokenAuth) throttled() bool {
 	return !ta.throttle.Off && ta.throttle.Failures > 0 && ta.realm != nil && ta.realm.failures != nil
 }
@@ -360,14 +472,15 @@ func (ta *TokenAuth) countFailures(ctx context.Context, userKey, ipKey, ip strin
 	return ta.countFailure(ctx, ipKey, userKey, ip)
 }
 
-// countFailure records one failed login of key from source, and bans key
-// when it reaches the limit.
+// countFailure records one failed login of key from source after the
+// fact (a sign-in with nothing to reserve before, such as a passkey), and
+// bans key when it reaches the limit. A key banned already counts nothing.
 func (ta *TokenAuth) countFailure(ctx context.Context, key, source, ip string) error {
-	n, err := ta.realm.failures.Fail(ctx, key, source, time.Duration(ta.throttle.Window))
+	n, wait, err := ta.realm.failures.Reserve(ctx, key, source, time.Duration(ta.throttle.Window), math.MaxInt32)
 	if err != nil {
 		return fmt.Errorf("updating login throttle: %w", err)
 	}
-	if n >= ta.throttle.Failures {
+	if wait == 0 && n >= ta.throttle.Failures {
 		if err := ta.realm.failures.Ban(ctx, key, time.Duration(ta.throttle.Ban)); err != nil {
 			return fmt.Errorf("updating login throttle: %w", err)
 		}

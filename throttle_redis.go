@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,21 +39,38 @@ func newRedisFailures(store *redisStore) *redisFailures {
 func (f *redisFailures) failKey(key string) string { return f.store.prefix + "f:" + key }
 func (f *redisFailures) banKey(key string) string  { return f.store.prefix + "b:" + key }
 
-// failScript: KEYS = failures hash; ARGV = source, window ms.
-// Counts one failure and returns the failures of every source in the
-// window, which the first failure opens.
-var failScript = redis.NewScript(`
-local key, source, window = KEYS[1], ARGV[1], ARGV[2]
+// reserveScript: KEYS = failures hash, ban key; ARGV = source, window ms,
+// limit. Returns {failures, wait ms}: wait 0 when the attempt was counted
+// (failures includes it), else the ban's or the full window's rest and
+// nothing counted. One script, so checking and counting are atomic across
+// every instance.
+var reserveScript = redis.NewScript(`
+local key, ban = KEYS[1], KEYS[2]
+local source, window, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local banned = redis.call('PTTL', ban)
+if banned > 0 then return {0, banned} end
 -- absent: the first failure opens the window (and no key is ever left
 -- without an expiry)
-if redis.call('PTTL', key) < 0 then
+local ttl = redis.call('PTTL', key)
+if ttl < 0 then
   redis.call('HSET', key, '` + failureWindowField + `', '0')
   redis.call('PEXPIRE', key, window)
+  ttl = tonumber(window)
 end
-redis.call('HINCRBY', key, source, 1)
 local total = 0
 for _, n in ipairs(redis.call('HVALS', key)) do total = total + tonumber(n) end
-return total
+if total >= limit then return {total, ttl} end
+redis.call('HINCRBY', key, source, 1)
+return {total + 1, 0}
+`)
+
+// releaseScript: KEYS = failures hash; ARGV = source. Takes back one
+// counted attempt; never creates the hash (which would have no expiry).
+var releaseScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return n
 `)
 
 // millis rounds d up to whole milliseconds, at least 1 (Redis refuses a
@@ -65,12 +83,19 @@ func millis(d time.Duration) int64 {
 	return max(ms, 1)
 }
 
-func (f *redisFailures) Fail(ctx context.Context, key, source string, window time.Duration) (int, error) {
-	n, err := failScript.Run(ctx, f.store.client, []string{f.failKey(key)}, source, millis(window)).Int()
+func (f *redisFailures) Reserve(ctx context.Context, key, source string, window time.Duration, limit int) (int, time.Duration, error) {
+	res, err := reserveScript.Run(ctx, f.store.client, []string{f.failKey(key), f.banKey(key)}, source, millis(window), limit).Int64Slice()
 	if err = f.store.check(err); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return n, nil
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("login throttle: unexpected answer %v", res)
+	}
+	return int(res[0]), time.Duration(res[1]) * time.Millisecond, nil
+}
+
+func (f *redisFailures) Release(ctx context.Context, key, source string) error {
+	return f.store.check(releaseScript.Run(ctx, f.store.client, []string{f.failKey(key)}, source).Err())
 }
 
 func (f *redisFailures) Forgive(ctx context.Context, key, source string) error {

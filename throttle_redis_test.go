@@ -52,7 +52,7 @@ func shortenExpiries(t *testing.T, st *redisStore, d time.Duration) {
 func TestRedisFailuresExpireByThemselves(t *testing.T) {
 	f := openRedisFailures(t, testenv.RedisURL(t), nil)
 	ctx := context.Background()
-	if _, err := f.Fail(ctx, "user:x", "a", 200*time.Millisecond); err != nil {
+	if _, _, err := f.Reserve(ctx, "user:x", "a", 200*time.Millisecond, noLimit); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Ban(ctx, "ip:a", 200*time.Millisecond); err != nil {
@@ -72,7 +72,7 @@ func TestRedisFailuresExpireByThemselves(t *testing.T) {
 		n, _ := f.store.client.Exists(ctx, keys...).Result()
 		return err == nil && left == 0 && n == 0
 	})
-	if n, err := f.Fail(ctx, "user:x", "a", time.Minute); err != nil || n != 1 {
+	if n, _, err := f.Reserve(ctx, "user:x", "a", time.Minute, noLimit); err != nil || n != 1 {
 		t.Fatalf("a failure after the window: %d, %v", n, err)
 	}
 }
@@ -85,13 +85,14 @@ func TestRedisFailuresOutage(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	f := openRedisFailures(t, srv.URL, zap.New(core))
 	ctx := context.Background()
-	if _, err := f.Fail(ctx, "user:x", "a", time.Minute); err != nil {
+	if _, _, err := f.Reserve(ctx, "user:x", "a", time.Minute, noLimit); err != nil {
 		t.Fatal(err)
 	}
 
 	srv.Stop()
 	ops := map[string]func() error{
-		"Fail":    func() error { _, err := f.Fail(ctx, "user:x", "a", time.Minute); return err },
+		"Reserve": func() error { _, _, err := f.Reserve(ctx, "user:x", "a", time.Minute, noLimit); return err },
+		"Release": func() error { return f.Release(ctx, "user:x", "a") },
 		"Forgive": func() error { return f.Forgive(ctx, "user:x", "a") },
 		"Ban":     func() error { return f.Ban(ctx, "user:x", time.Minute) },
 		"Banned":  func() error { _, err := f.Banned(ctx, "user:x"); return err },
@@ -110,7 +111,7 @@ func TestRedisFailuresOutage(t *testing.T) {
 		_, err := f.Banned(ctx, "user:x")
 		return err == nil
 	})
-	if n, err := f.Fail(ctx, "user:x", "a", time.Minute); err != nil || n != 1 {
+	if n, _, err := f.Reserve(ctx, "user:x", "a", time.Minute, noLimit); err != nil || n != 1 {
 		t.Fatalf("after the restart (no persistence): %d, %v", n, err)
 	}
 	if n := logs.FilterMessageSnippet("reachable again").Len(); n != 1 {

@@ -24,7 +24,7 @@ func TestMemoryFailuresPrune(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	m := newMemoryFailures()
 	m.now = func() time.Time { return now }
-	_, _ = m.Fail(ctx, "user:x", "a", time.Minute)
+	_, _, _ = m.Reserve(ctx, "user:x", "a", time.Minute, noLimit)
 	_ = m.Ban(ctx, "ip:1", 10*time.Minute)
 	m.prune(now.Add(time.Minute))
 	if len(m.entries) != 1 {
@@ -42,7 +42,7 @@ func TestMemoryFailuresBounded(t *testing.T) {
 	m.max = 10
 	_ = m.Ban(ctx, "user:banned", time.Hour)
 	for i := 0; i < 100; i++ {
-		_, _ = m.Fail(ctx, fmt.Sprintf("user:%d", i), "ip", time.Hour)
+		_, _, _ = m.Reserve(ctx, fmt.Sprintf("user:%d", i), "ip", time.Hour, noLimit)
 	}
 	if len(m.entries) > m.max {
 		t.Fatalf("%d entries, bound is %d", len(m.entries), m.max)
@@ -169,8 +169,10 @@ func eachCounter(t *testing.T, fn func(t *testing.T, c failureCounter, wait func
 	}
 }
 
-// counterStep is one call of a conformance case: fail (want the count),
-// forgive, ban (for d), banned (want left, d), or wait (d passes).
+// counterStep is one call of a conformance case: fail (a reservation
+// under no limit; want the count), reserve (under limit want, wait d: 0
+// when counted), release, forgive, ban (for d), banned (want left, d), or
+// wait (d passes).
 type counterStep struct {
 	op       string
 	key, src string
@@ -181,6 +183,10 @@ type counterStep struct {
 func stepFail(key, src string, want int) counterStep {
 	return counterStep{op: "fail", key: key, src: src, want: want}
 }
+func stepReserve(key, src string, limit int, wait time.Duration) counterStep {
+	return counterStep{op: "reserve", key: key, src: src, want: limit, d: wait}
+}
+func stepRelease(key, src string) counterStep { return counterStep{op: "release", key: key, src: src} }
 
 func stepForgive(key, src string) counterStep { return counterStep{op: "forgive", key: key, src: src} }
 
@@ -231,11 +237,11 @@ var counterCases = []struct {
 	}},
 	{"a ban forgets the failures", []counterStep{
 		stepFail("user:x", "a", 1), stepFail("user:x", "b", 2), stepBan("user:x", time.Minute),
-		stepFail("user:x", "a", 1), stepBanned("user:x", time.Minute),
+		stepBanned("user:x", time.Minute), stepWait(time.Minute), stepFail("user:x", "a", 1),
 	}},
 	{"a ban outlasts the window", []counterStep{
 		stepFail("user:x", "a", 1), stepBan("user:x", 10*time.Minute), stepWait(5 * time.Minute),
-		stepFail("user:x", "a", 1), stepBanned("user:x", 5*time.Minute),
+		stepReserve("user:x", "a", noLimit, 5*time.Minute), stepBanned("user:x", 5*time.Minute),
 	}},
 	{"a new ban replaces the old", []counterStep{
 		stepBan("user:x", 10*time.Minute), stepWait(8 * time.Minute), stepBan("user:x", 10*time.Minute),
@@ -244,7 +250,32 @@ var counterCases = []struct {
 	{"a zero ban only forgets", []counterStep{
 		stepFail("user:x", "a", 1), stepBan("user:x", 0), stepBanned("user:x", 0), stepFail("user:x", "a", 1),
 	}},
+	{"a full window refuses and counts nothing", []counterStep{
+		stepReserve("user:x", "a", 2, 0), stepWait(10 * time.Second), stepReserve("user:x", "b", 2, 0),
+		stepReserve("user:x", "a", 2, 50*time.Second), stepReserve("user:x", "c", 2, 50*time.Second),
+		stepFail("user:x", "a", 3), // under a higher limit: the refusals counted nothing
+	}},
+	{"a ban refuses and counts nothing", []counterStep{
+		stepBan("user:x", 10*time.Minute), stepReserve("user:x", "a", 5, 10*time.Minute),
+		stepWait(10 * time.Minute), stepFail("user:x", "a", 1),
+	}},
+	{"the window ends and reservations start again", []counterStep{
+		stepReserve("user:x", "a", 1, 0), stepReserve("user:x", "a", 1, time.Minute),
+		stepWait(time.Minute), stepReserve("user:x", "a", 1, 0),
+	}},
+	{"release takes back one reservation", []counterStep{
+		stepFail("user:x", "a", 1), stepFail("user:x", "a", 2), stepFail("user:x", "b", 3),
+		stepRelease("user:x", "a"), stepFail("user:x", "b", 3),
+		stepRelease("user:x", "a"), stepRelease("user:x", "a"), stepFail("user:x", "c", 3),
+	}},
+	{"releasing what is not there is harmless", []counterStep{
+		stepRelease("user:nobody", "a"), stepFail("user:x", "a", 1), stepRelease("user:x", "zzz"),
+		stepForgive("user:x", "a"), stepRelease("user:x", "a"), stepFail("user:x", "a", 1),
+	}},
 }
+
+// noLimit is the limit of a fail step: it counts whatever came before.
+const noLimit = 1 << 30
 
 // banSlack is how much sooner a ban may end than asked: Redis's clock runs
 // while the test does.
@@ -259,9 +290,19 @@ func TestFailureCounterConformance(t *testing.T) {
 					where := fmt.Sprintf("step %d (%s %s %s %v)", i+1, s.op, s.key, s.src, s.d)
 					switch s.op {
 					case "fail":
-						n, err := c.Fail(ctx, s.key, s.src, counterWindow)
-						if err != nil || n != s.want {
-							t.Fatalf("%s: %d, %v; want %d", where, n, err, s.want)
+						n, wait, err := c.Reserve(ctx, s.key, s.src, counterWindow, noLimit)
+						if err != nil || n != s.want || wait != 0 {
+							t.Fatalf("%s: %d (wait %v), %v; want %d", where, n, wait, err, s.want)
+						}
+					case "reserve":
+						_, wait, err := c.Reserve(ctx, s.key, s.src, counterWindow, s.want)
+						ok := wait == s.d || (s.d > banSlack && wait <= s.d && wait > s.d-banSlack)
+						if err != nil || !ok {
+							t.Fatalf("%s: wait %v, %v; want %v", where, wait, err, s.d)
+						}
+					case "release":
+						if err := c.Release(ctx, s.key, s.src); err != nil {
+							t.Fatalf("%s: %v", where, err)
 						}
 					case "forgive":
 						if err := c.Forgive(ctx, s.key, s.src); err != nil {
@@ -299,7 +340,7 @@ func TestFailureCounterConcurrent(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				counts[i], errs[i] = c.Fail(ctx, "user:x", fmt.Sprintf("10.0.0.%d", i%7), counterWindow)
+				counts[i], _, errs[i] = c.Reserve(ctx, "user:x", fmt.Sprintf("10.0.0.%d", i%7), counterWindow, noLimit)
 			}(i)
 		}
 		wg.Wait()
@@ -311,6 +352,41 @@ func TestFailureCounterConcurrent(t *testing.T) {
 			if got != i+1 {
 				t.Fatalf("counts %v, want 1..%d each once", counts, n)
 			}
+		}
+	})
+}
+
+// TestFailureCounterConcurrentReservations: of a burst of concurrent
+// reservations under a limit, exactly limit are counted and the rest are
+// refused with a wait: checking and counting are one step.
+func TestFailureCounterConcurrentReservations(t *testing.T) {
+	eachCounter(t, func(t *testing.T, c failureCounter, _ func(time.Duration)) {
+		const n, limit = 50, 5
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var got []int
+		errs := make([]error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				k, wait, err := c.Reserve(ctx, "user:x", fmt.Sprintf("10.0.0.%d", i%3), counterWindow, limit)
+				errs[i] = err
+				if err == nil && wait == 0 {
+					mu.Lock()
+					got = append(got, k)
+					mu.Unlock()
+				}
+			}(i)
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		sort.Ints(got)
+		if fmt.Sprint(got) != "[1 2 3 4 5]" {
+			t.Fatalf("counted reservations %v, want 1..%d each once", got, limit)
 		}
 	})
 }

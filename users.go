@@ -97,9 +97,16 @@ func newUserList(users []User) (*userList, error) {
 			return nil, fmt.Errorf("user %q is defined twice", u.ID)
 		}
 		l.byID[u.ID] = u
-		if u.Email != "" {
-			l.byEmail[strings.ToLower(u.Email)] = u
+		if u.Email == "" {
+			continue
 		}
+		// emails compare case-insensitively (logins do), so two users
+		// whose emails differ only in case would shadow each other
+		email := strings.ToLower(u.Email)
+		if other := l.byEmail[email]; other != nil {
+			return nil, fmt.Errorf("users %q and %q have the same email %q (emails compare case-insensitively)", other.ID, u.ID, u.Email)
+		}
+		l.byEmail[email] = u
 	}
 	l.comparer, l.fake = dummyHashFor(users) // same algorithm and cost as the users
 	return l, nil
@@ -214,6 +221,18 @@ func parseHtpasswd(data []byte) ([]User, error) {
 	return users, nil
 }
 
+// checkFileHasUsers refuses a users file without users. A zero-byte file
+// is what `>`, many editors and config tools leave for a moment while
+// rewriting one: taken as the list, it would lock every user out until the
+// next read. So it is a broken file like any other (the last good list is
+// kept); to shut everyone out, remove the users_file option.
+func checkFileHasUsers(users []User) error {
+	if len(users) == 0 {
+		return errors.New("no users (an empty file, or one being rewritten, is refused; the last good list is kept)")
+	}
+	return nil
+}
+
 // userDirectory is the handler's view of its users: inline users plus an
 // optional users file, re-read when the file changes on disk. A broken file
 // keeps the last good list.
@@ -262,6 +281,9 @@ func (d *userDirectory) load() error {
 			return fmt.Errorf("users file: %v", err)
 		}
 		fromFile, err := parseUsersFile(data)
+		if err == nil {
+			err = checkFileHasUsers(fromFile)
+		}
 		if err != nil {
 			return fmt.Errorf("users file %s: %v", d.path, err)
 		}

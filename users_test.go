@@ -236,3 +236,86 @@ func TestUsersFileErrorsNameTheLine(t *testing.T) {
 		t.Fatalf("users file error %v, want path and line", err)
 	}
 }
+
+// TestUsersFileWithoutUsersIsBroken: a users file with no users (zero
+// bytes, as a rewrite leaves it for a moment; blank; comments only; an
+// empty JSON list) is refused at start and, on a reload, keeps the last
+// good list with an error logged.
+func TestUsersFileWithoutUsersIsBroken(t *testing.T) {
+	for name, data := range map[string]string{
+		"zero bytes": "", "blank": "\n\n", "comments only": "# nobody yet\n",
+		"empty JSON list": `{"users":[]}`, "empty JSON object": `{}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := newUserDirectory(nil, writeTemp(t, data), zap.NewNop()); err == nil || !strings.Contains(err.Error(), "no users") {
+				t.Fatalf("at start: %v, want an error saying there are no users", err)
+			}
+
+			core, logs := observer.New(zap.InfoLevel)
+			path := writeTemp(t, "alice:"+testenv.Hash(t, "a")+"\n")
+			dir, err := newUserDirectory(nil, path, zap.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rewriteUsersFile(t, dir, data)
+			if dir.byID("alice") == nil {
+				t.Fatal("a users file without users replaced the last good list")
+			}
+			broken := logs.FilterMessage("users file is broken; keeping the last good user list").All()
+			if len(broken) != 1 || !strings.Contains(fmt.Sprint(broken[0].ContextMap()["error"]), "no users") {
+				t.Fatalf("not logged as broken: %+v", logs.All())
+			}
+		})
+	}
+}
+
+// rewriteUsersFile replaces the directory's file and makes its next
+// lookup look at it, with a modification time that differs from the last
+// one read (mtimes may be coarse).
+func rewriteUsersFile(t *testing.T, dir *userDirectory, data string) {
+	t.Helper()
+	if err := os.WriteFile(dir.path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mod := dir.fileStamp.mod.Add(-time.Hour)
+	if err := os.Chtimes(dir.path, mod, mod); err != nil {
+		t.Fatal(err)
+	}
+	dir.mu.Lock()
+	dir.checked = time.Time{}
+	dir.mu.Unlock()
+}
+
+// TestDuplicateEmailIsAConfigError: two users whose emails differ only in
+// case are an error naming both (at start), and a users file that
+// introduces one keeps the last good list on reload; a login by email
+// finds its user whatever the case.
+func TestDuplicateEmailIsAConfigError(t *testing.T) {
+	alice := User{ID: "alice", Password: testenv.Hash(t, "a"), Email: "Alice@Example.com"}
+	mallory := User{ID: "mallory", Password: testenv.Hash(t, "m"), Email: "alice@example.COM"}
+	if _, err := newUserDirectory([]User{alice, mallory}, "", zap.NewNop()); err == nil ||
+		!strings.Contains(err.Error(), `"alice"`) || !strings.Contains(err.Error(), `"mallory"`) {
+		t.Fatalf("duplicate email at start: %v, want an error naming both users", err)
+	}
+
+	core, logs := observer.New(zap.InfoLevel)
+	path := writeTemp(t, `{"users":[{"id":"bob","password":"`+testenv.Hash(t, "b")+`"}]}`)
+	dir, err := newUserDirectory([]User{alice}, path, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := dir.authenticate("ALICE@example.com", "a", true); err != nil || u == nil || u.ID != "alice" {
+		t.Fatalf("login by email in another case: %v %v", u, err)
+	}
+	rewriteUsersFile(t, dir, `{"users":[{"id":"mallory","password":"`+testenv.Hash(t, "m")+`","email":"alice@EXAMPLE.com"}]}`)
+	if dir.byID("mallory") != nil || dir.byID("bob") == nil {
+		t.Fatal("a users file with a duplicate email replaced the last good list")
+	}
+	if u, _ := dir.authenticate("alice@example.com", "a", true); u == nil || u.ID != "alice" {
+		t.Fatalf("alice's email now finds %v", u)
+	}
+	broken := logs.FilterMessage("users file is broken; keeping the last good user list").All()
+	if len(broken) != 1 || !strings.Contains(fmt.Sprint(broken[0].ContextMap()["error"]), `"mallory"`) {
+		t.Fatalf("not logged as broken, naming the users: %+v", logs.All())
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,7 +96,9 @@ func screenshotPath(t *testing.T) (string, error) {
 // startExampleSite runs examples/Caddyfile as shipped, but on a free port
 // with its own admin address and storage, and with accessTTL so that the
 // access token expires during the test. The site root "site" resolves in
-// the working directory, where examples/site is linked.
+// the working directory, where examples/site is copied with every file a
+// day old: a browser would reuse such a file_server answer from its cache
+// for hours (a tenth of its age) unless told not to.
 func startExampleSite(t *testing.T, accessTTL string) *caddyProc {
 	t.Helper()
 	src, err := os.ReadFile("../examples/Caddyfile")
@@ -126,13 +129,38 @@ func startExampleSite(t *testing.T, accessTTL string) *caddyProc {
 	if err := os.WriteFile(filepath.Join(p.dir, "Caddyfile"), []byte(globals+cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(p.dir, "examples"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(siteDir, filepath.Join(p.dir, "examples", "site")); err != nil {
-		t.Fatal(err)
-	}
+	copyAgedTree(t, siteDir, filepath.Join(p.dir, "examples", "site"), 24*time.Hour)
 	p.start()
 	t.Cleanup(p.stop)
 	return p
+}
+
+// copyAgedTree copies the files under src to dst, each modified age ago.
+func copyAgedTree(t *testing.T, src, dst string, age time.Duration) {
+	t.Helper()
+	old := time.Now().Add(-age)
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(dst, rel)
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(out, data, 0o644); err != nil {
+			return err
+		}
+		return os.Chtimes(out, old, old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

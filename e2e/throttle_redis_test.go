@@ -100,3 +100,15 @@ func TestThrottleClusterEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestThrottleClusterConcurrentBurst: 50 concurrent wrong passwords for one
+// user, spread over two Caddy processes sharing Redis, get at most 5
+// password verifications in all.
+func TestThrottleClusterConcurrentBurst(t *testing.T) {
+	url := testenv.RedisURL(t)
+	site := burstSite(t, "store redis {env.TEST_TOKEN_AUTH_REDIS_URL}")
+	opts := caddyOptions{Env: []string{"TEST_TOKEN_AUTH_REDIS_URL=" + url}}
+	nodes := []*caddyProc{startCaddy(t, throttleGlobals, site, opts), startCaddy(t, throttleGlobals, site, opts)}
+	got := loginBurst(t, nodes, 50, "alice", "guess", "10.8.0.1")
+	checkBurstThrottled(t, nodes, got, 5)
+}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-15s}
-for target in FuzzVerifyToken FuzzDecodeAuthRequest FuzzUnmarshalCaddyfile FuzzParseUsersFile FuzzSanitizeRedirect; do
+for target in FuzzVerifyToken FuzzFastPathAgreesWithFullPath FuzzDecodeAuthRequest FuzzUnmarshalCaddyfile FuzzParseUsersFile FuzzSanitizeRedirect; do
 	echo "-- $target ($fuzztime)"
 	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -parallel 2 .
 done

@@ -55,6 +55,8 @@ test('static site login flow in headless Chromium', async (t) => {
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(30_000);
   const privateURL = `${base}/private/`;
+  // a static file of the private area, a day old (file_server, no templates)
+  const staticURL = `${base}/private/members.json`;
 
   await t.test('the private page leads to the login page, redirect kept', async () => {
     const resp = await page.goto(privateURL);
@@ -143,6 +145,16 @@ test('static site login flow in headless Chromium', async (t) => {
     assert.ok(tokenExpiry(access.value) > Date.now(), 'the new access token is already expired');
   });
 
+  await t.test('a static private file is answered private, no-cache', async () => {
+    const resp = await page.goto(staticURL);
+    assert.equal(resp.status(), 200);
+    assert.deepEqual(JSON.parse(await resp.text()).members, [user]);
+    const headers = resp.headers();
+    assert.ok(headers['last-modified'] && headers.etag, 'file_server sent no validators');
+    assert.equal(headers['cache-control'], 'private, no-cache');
+    await page.goto(privateURL); // back to the page with the Sign out button
+  });
+
   await t.test('logout signs out and the private page leads to the login page again', async () => {
     const stolen = cookieByName(await context.cookies(), 'access_token');
     await Promise.all([page.waitForURL(/\/authentication\?notice=signed_out/), page.getByRole('button', { name: 'Sign out' }).click()]);
@@ -153,6 +165,12 @@ test('static site login flow in headless Chromium', async (t) => {
     let url = new URL(page.url());
     assert.equal(url.pathname, '/authentication');
     assert.equal(url.searchParams.get('redirect'), '/private/');
+
+    // the static file seen before logout is not shown again from the cache
+    await page.goto(staticURL);
+    url = new URL(page.url());
+    assert.equal(url.pathname, '/authentication', 'the browser showed a cached copy of a private file after logout');
+    assert.equal(url.searchParams.get('redirect'), '/private/members.json');
 
     // the session is revoked on the server, not only forgotten by the browser
     await context.addCookies([{ name: stolen.name, value: stolen.value, url: base }]);
