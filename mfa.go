@@ -166,12 +166,12 @@ func (ta *TokenAuth) checkSecondFactor(r *http.Request, user *User, code, recove
 	if recoveryCode != "" {
 		method = "recovery_code"
 	}
-	if err := ta.refuseBanned(ctx, ip, user.ID, userKey, ipKey); err != nil {
+	attempt, err := ta.beginAttempt(r, userKey, ipKey, user.ID)
+	if err != nil {
 		ta.countSecondFactor(method, "throttled")
 		return err
 	}
 	var result codeResult
-	var err error
 	if recoveryCode != "" {
 		result, err = ta.totp.useRecoveryCode(ctx, ta.realm.store, user.ID, recoveryCode)
 	} else {
@@ -179,13 +179,13 @@ func (ta *TokenAuth) checkSecondFactor(r *http.Request, user *User, code, recove
 	}
 	if err != nil {
 		ta.countSecondFactor(method, "error")
-		return err
+		return errors.Join(err, attempt.cancel(ctx))
 	}
 	if result != codeAccepted {
 		ta.countSecondFactor(method, result.String())
 		ta.logger.Info("second factor failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
 			zap.String("user", user.ID), zap.String("method", method), zap.String("reason", result.String()))
-		if err := ta.countFailures(ctx, userKey, ipKey, ip); err != nil {
+		if err := attempt.failed(ctx); err != nil {
 			return err
 		}
 		return errInvalidCode()
@@ -193,7 +193,7 @@ func (ta *TokenAuth) checkSecondFactor(r *http.Request, user *User, code, recove
 	ta.countSecondFactor(method, "success")
 	ta.logger.Info("second factor accepted", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
 		zap.String("user", user.ID), zap.String("method", method))
-	return ta.forgiveFailures(ctx, userKey, ipKey, ip)
+	return attempt.succeeded(ctx)
 }
 
 // stepUp upgrades a one-factor session to two factors after a code of its

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -313,6 +314,86 @@ func TestTOTPWrongCodesAreThrottled(t *testing.T) {
 	if status, _ := s.passwordLogin("alice"); status != 429 {
 		t.Errorf("password login after the ban: %d", status)
 	}
+}
+
+// TestTOTPConcurrentWrongCodesAreBounded: a burst of wrong codes sent at
+// once is checked at most <failures> times; the rest are 429 unchecked, as
+// for passwords (each guess is reserved before it is checked).
+func TestTOTPConcurrentWrongCodesAreBounded(t *testing.T) {
+	const burst = 50
+	gated := &gatedRecords{Store: newMemoryStore()}
+	s := newMFASite(t, gated)
+	secret, _ := s.enrol("alice")
+	token := s.mfaToken("alice")
+	wrong := s.code(secret, 5)
+	// Every guess that gets as far as reading the enrolment waits there
+	// for the others (or briefly, when fewer come), so that any check made
+	// before counting would let the whole burst through.
+	gated.arm(burst)
+	statuses := make(chan int, burst)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for range burst {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			status, _ := s.secondStep(token, "code", wrong)
+			statuses <- status
+		}()
+	}
+	start.Done()
+	done.Wait()
+	close(statuses)
+	checked, throttled := 0, 0
+	for status := range statuses {
+		switch status {
+		case 401:
+			checked++
+		case 429:
+			throttled++
+		default:
+			t.Errorf("unexpected answer %d", status)
+		}
+	}
+	if checked > s.ta.throttle.Failures || checked+throttled != burst {
+		t.Fatalf("%d concurrent wrong codes: %d checked (401), %d throttled (429); want at most %d checked",
+			burst, checked, throttled, s.ta.throttle.Failures)
+	}
+}
+
+// gatedRecords holds each reader of TOTP enrolments, once armed, until n
+// readers have come or a short pause has passed.
+type gatedRecords struct {
+	Store
+	mu      sync.Mutex
+	n       int
+	arrived int
+	open    chan struct{}
+}
+
+func (g *gatedRecords) arm(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n, g.arrived, g.open = n, 0, make(chan struct{})
+}
+
+func (g *gatedRecords) Records(ctx context.Context, kind, owner string) (map[string][]byte, error) {
+	g.mu.Lock()
+	open := g.open
+	if open != nil && kind == totpKind {
+		if g.arrived++; g.arrived == g.n {
+			close(open)
+		}
+	}
+	g.mu.Unlock()
+	if open != nil && kind == totpKind {
+		select {
+		case <-open:
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return g.Store.Records(ctx, kind, owner)
 }
 
 func TestMFATokenSingleUseAndExpiring(t *testing.T) {

@@ -315,66 +315,101 @@ type throttleCharge struct{ key, source string }
 func (ta *TokenAuth) checkPassword(r *http.Request, login, password string, isEmail bool) (*User, error) {
 	ctx := r.Context()
 	userKey, ipKey, ip := ta.throttleKeys(r, login, isEmail)
-	charges := []throttleCharge{{userKey, ip}, {ipKey, userKey}}
-	throttled := ta.throttled()
-	var counts []int
-	if throttled {
-		var err error
-		if counts, err = ta.reserveAttempt(r, charges, login); err != nil {
-			return nil, err
-		}
+	attempt, err := ta.beginAttempt(r, userKey, ipKey, login)
+	if err != nil {
+		return nil, err
 	}
-
 	if !ta.hashSlots.acquire(ctx) {
 		ta.logger.Warn("login refused: too many password verifications at once", zap.String("client_ip", ip))
-		if throttled {
-			if err := ta.releaseAttempt(ctx, charges); err != nil {
-				return nil, err
-			}
+		if err := attempt.cancel(ctx); err != nil {
+			return nil, err
 		}
 		return nil, errHashingBusy()
 	}
 	user, err := ta.users.authenticate(login, password, isEmail)
 	ta.hashSlots.release()
 	if err != nil {
-		if throttled {
-			err = errors.Join(err, ta.releaseAttempt(ctx, charges))
-		}
-		return nil, err
+		return nil, errors.Join(err, attempt.cancel(ctx))
 	}
 
 	// client_ip comes first so a fail2ban filter can anchor on it: the
 	// user name is the client's and could imitate other fields.
 	if user != nil {
 		ta.logger.Debug("password accepted", zap.String("client_ip", ip), zap.String("user", user.ID))
-		if !throttled {
-			return user, nil
-		}
-		// A success forgives only the failures it explains: this user's
-		// from this IP (its own reservation with them). Other IPs'
-		// failures against this user stand.
-		for _, c := range charges {
-			if err := ta.realm.failures.Forgive(ctx, c.key, c.source); err != nil {
-				return nil, fmt.Errorf("updating login throttle: %w", err)
-			}
-		}
-		return user, nil
+		return user, attempt.succeeded(ctx)
 	}
 	ta.logger.Info("login failed", zap.String("client_ip", ip), zap.String("realm", ta.Realm), zap.String("user", login))
-	if !throttled {
-		return nil, nil
+	return nil, attempt.failed(ctx)
+}
+
+// attempt is one guess (a password, a second-factor code) charged to the
+// user's and the client IP's failure counters before it is checked, so
+// that concurrent guesses cannot all pass a ban check made before any of
+// them is counted: the counters' Reserve is the check and the count in one
+// atomic step.
+type attempt struct {
+	ta      *TokenAuth
+	ip      string
+	charges []throttleCharge
+	counts  []int // what each counter holds with this attempt; nil when not throttled
+}
+
+// beginAttempt reserves an attempt against userKey and ipKey, or answers
+// 429 when either is banned or full; login is the name the client gave,
+// for the log.
+func (ta *TokenAuth) beginAttempt(r *http.Request, userKey, ipKey, login string) (*attempt, error) {
+	ip := clientIP(r)
+	a := &attempt{ta: ta, ip: ip, charges: []throttleCharge{{userKey, ip}, {ipKey, userKey}}}
+	if !ta.throttled() {
+		return a, nil
 	}
-	for i, c := range charges {
-		if counts[i] < ta.throttle.Failures {
+	counts, err := ta.reserveAttempt(r, a.charges, login)
+	if err != nil {
+		return nil, err
+	}
+	a.counts = counts
+	return a, nil
+}
+
+// cancel takes the reservation back: the guess was never checked (no
+// hashing slot, a store fault).
+func (a *attempt) cancel(ctx context.Context) error {
+	if a.counts == nil {
+		return nil
+	}
+	return a.ta.releaseAttempt(ctx, a.charges)
+}
+
+// succeeded forgives only the failures the success explains: this user's
+// from this IP (its own reservation with them). Other IPs' failures
+// against this user stand.
+func (a *attempt) succeeded(ctx context.Context) error {
+	if a.counts == nil {
+		return nil
+	}
+	for _, c := range a.charges {
+		if err := a.ta.realm.failures.Forgive(ctx, c.key, c.source); err != nil {
+			return fmt.Errorf("updating login throttle: %w", err)
+		}
+	}
+	return nil
+}
+
+// failed keeps the reservation as a failure and bans a counter that
+// reached the limit with it.
+func (a *attempt) failed(ctx context.Context) error {
+	ta := a.ta
+	for i, c := range a.charges {
+		if a.counts == nil || a.counts[i] < ta.throttle.Failures {
 			continue
 		}
 		if err := ta.realm.failures.Ban(ctx, c.key, time.Duration(ta.throttle.Ban)); err != nil {
-			return nil, fmt.Errorf("updating login throttle: %w", err)
+			return fmt.Errorf("updating login throttle: %w", err)
 		}
-		ta.logger.Warn("login banned", zap.String("client_ip", ip), zap.String("key", c.key),
-			zap.Int("failures", counts[i]), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
+		ta.logger.Warn("login banned", zap.String("client_ip", a.ip), zap.String("key", c.key),
+			zap.Int("failures", a.counts[i]), zap.Duration("ban", time.Duration(ta.throttle.Ban)))
 	}
-	return nil, nil
+	return nil
 }
 
 // reserveAttempt charges an attempt to every counter, each atomically, and
@@ -442,34 +477,6 @@ func (ta *TokenAuth) refuseBanned(ctx context.Context, ip, login string, keys ..
 		return errTooManyFailures(longest)
 	}
 	return nil
-}
-
-// forgiveFailures is a success: it forgives only the failures it
-// explains, this user's from this IP. Other IPs' failures against this
-// user stand.
-func (ta *TokenAuth) forgiveFailures(ctx context.Context, userKey, ipKey, ip string) error {
-	if !ta.throttled() {
-		return nil
-	}
-	if err := ta.realm.failures.Forgive(ctx, userKey, ip); err != nil {
-		return fmt.Errorf("updating login throttle: %w", err)
-	}
-	if err := ta.realm.failures.Forgive(ctx, ipKey, userKey); err != nil {
-		return fmt.Errorf("updating login throttle: %w", err)
-	}
-	return nil
-}
-
-// countFailures charges a failure to the user and the client IP, and
-// bans either at the limit.
-func (ta *TokenAuth) countFailures(ctx context.Context, userKey, ipKey, ip string) error {
-	if !ta.throttled() {
-		return nil
-	}
-	if err := ta.countFailure(ctx, userKey, ip, ip); err != nil {
-		return err
-	}
-	return ta.countFailure(ctx, ipKey, userKey, ip)
 }
 
 // countFailure records one failed login of key from source after the
