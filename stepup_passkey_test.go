@@ -22,6 +22,9 @@ func TestStepUpWithPasskey(t *testing.T) {
 	addPasskey(t, ta, access, alices, "key")
 	addPasskey(t, ta, passwordAccess(t, ta, "bob", "bob-pw"), bobs, "bob's key")
 	ta.RequireMFA = true
+	if err := ta.Validate(); err != nil {
+		t.Fatalf("require mfa with passkeys (no TOTP): %v", err)
+	}
 	before := accessClaimsOf(t, ta, access)
 	session, err := ta.realm.store.Get(context.Background(), before.SID)
 	if err != nil {
