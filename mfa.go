@@ -202,16 +202,16 @@ func (ta *TokenAuth) stepUp(r *http.Request, user *User, sid, code, recoveryCode
 	if err := ta.checkSecondFactor(r, user, code, recoveryCode); err != nil {
 		return nil, err
 	}
-	return ta.stepUpSession(r, user, sid)
+	return ta.stepUpSession(r, user, sid, "totp", amrOTP, amrMFA)
 }
 
-// stepUpSession records a second factor on a session: the same session
-// (id, generation, lifetime), a new amr and auth_time, and new tokens that
-// carry them.
-func (ta *TokenAuth) stepUpSession(r *http.Request, user *User, sid string) (*authResult, error) {
+// stepUpSession records a second factor (method, adding amr) on a
+// session: the same session (id, generation, lifetime), a new amr and
+// auth_time, and new tokens that carry them.
+func (ta *TokenAuth) stepUpSession(r *http.Request, user *User, sid, method string, amr ...string) (*authResult, error) {
 	now := ta.now()
 	s, err := ta.realm.store.Update(r.Context(), sid, func(in *SignIn) error {
-		in.AMR = mergeAMR(in.AMR, amrOTP, amrMFA)
+		in.AMR = mergeAMR(in.AMR, amr...)
 		in.AuthTime = now
 		return nil
 	})
@@ -222,8 +222,8 @@ func (ta *TokenAuth) stepUpSession(r *http.Request, user *User, sid string) (*au
 		return nil, err
 	}
 	ta.logger.Info("session stepped up to two factors", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
-		zap.String("user", user.ID), zap.String("sid", sid), zap.Strings("amr", s.AMR))
-	return ta.issuePair(user, s, "totp")
+		zap.String("user", user.ID), zap.String("sid", sid), zap.String("method", method), zap.Strings("amr", s.AMR))
+	return ta.issuePair(user, s, method)
 }
 
 // mergeAMR adds methods to amr, each once, keeping amr's order.

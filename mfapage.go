@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"net/http"
@@ -40,6 +41,12 @@ type mfaPageData struct {
 	Redirect     string
 	Error        string
 	TOTP         *totpSection
+	// NoTOTP leaves the code forms out (a step-up with a passkey only).
+	NoTOTP bool
+	// Passkey offers the step-up with a passkey (passkeys.js, served
+	// from ScriptURL, drives the ceremony against Endpoint).
+	Passkey             bool
+	Endpoint, ScriptURL string
 }
 
 // totpSection is the authenticator app part of the account page.
@@ -62,6 +69,7 @@ type totpSection struct {
 var codeErrors = map[string]string{
 	"invalid_code":      "That code is not right, or was already used. Please try the current one.",
 	"too_many_attempts": "Too many failed attempts. Please wait a while and try again.",
+	"passkey_failed":    "That passkey did not confirm it’s you. Please try again, with its PIN or fingerprint.",
 	"unavailable":       "This is not possible right now. Please try again shortly.",
 }
 
@@ -212,17 +220,44 @@ func (ta *TokenAuth) serveStepUpPage(w http.ResponseWriter, r *http.Request) err
 	if hasTwoFactors(claims.AMR) {
 		return redirectTo(w, redirect, http.StatusSeeOther)
 	}
-	enrolled, err := ta.totp.enrolled(r.Context(), ta.realm.store, user.ID)
+	totpOn, passkeyOn, err := ta.stepUpFactors(r, user)
 	if err != nil {
 		return ta.answerError(w, r, err)
 	}
-	if !enrolled {
-		return redirectTo(w, ta.pageURL("/account/mfa", redirect, ""), http.StatusSeeOther)
+	if !totpOn && !passkeyOn {
+		setUp := "/account/mfa"
+		if ta.totp == nil {
+			setUp = "/account" // where passkeys are added
+		}
+		return redirectTo(w, ta.pageURL(setUp, redirect, ""), http.StatusSeeOther)
 	}
-	return ta.renderMFA(w, r, "code_page", &mfaPageData{
+	data := &mfaPageData{
 		Title: "Confirm it’s you", Intro: "This page needs a second factor. Enter the code from your authenticator app for",
 		Action: ta.Endpoint + "/mfa/step-up", Redirect: redirect, Error: codeErrors[q.Get("error")],
-	})
+		NoTOTP: !totpOn, Passkey: passkeyOn, Endpoint: ta.Endpoint, ScriptURL: ta.Endpoint + passkeyScriptPath,
+	}
+	if !totpOn {
+		data.Intro = "This page needs a second factor. Confirm with your passkey for"
+	}
+	return ta.renderMFA(w, r, "code_page", data)
+}
+
+// stepUpFactors says which second factors user can add to a session:
+// their authenticator app, their passkeys.
+func (ta *TokenAuth) stepUpFactors(r *http.Request, user *User) (totpOn, passkeyOn bool, err error) {
+	if ta.totp != nil {
+		if totpOn, err = ta.totp.enrolled(r.Context(), ta.realm.store, user.ID); err != nil {
+			return false, false, err
+		}
+	}
+	if ta.passkeysOn() {
+		recs, err := ta.passkeys(r.Context(), user.ID)
+		if err != nil {
+			return false, false, err
+		}
+		passkeyOn = len(recs) > 0
+	}
+	return totpOn, passkeyOn, nil
 }
 
 func (ta *TokenAuth) handleStepUpForm(w http.ResponseWriter, r *http.Request) error {
@@ -235,7 +270,18 @@ func (ta *TokenAuth) handleStepUpForm(w http.ResponseWriter, r *http.Request) er
 		return ta.answerError(w, r, err)
 	}
 	redirect := sanitizeRedirect(form.Get("redirect"))
-	res, err := ta.stepUp(r, user, claims.SID, strings.TrimSpace(form.Get("code")), strings.TrimSpace(form.Get("recovery_code")))
+	var res *authResult
+	switch credential := form.Get("credential"); {
+	case credential != "" && ta.passkeysOn(): // passkeys.js posts the assertion
+		res, err = ta.passkeyStepUp(r, user, claims.SID, json.RawMessage(credential))
+		if apiErr := (*apiError)(nil); errors.As(err, &apiErr) && apiErr.Code == http.StatusUnauthorized {
+			return redirectTo(w, ta.pageURL("/mfa/step-up", redirect, "passkey_failed"), http.StatusSeeOther)
+		}
+	case ta.totp == nil:
+		err = errInvalidCode()
+	default:
+		res, err = ta.stepUp(r, user, claims.SID, strings.TrimSpace(form.Get("code")), strings.TrimSpace(form.Get("recovery_code")))
+	}
 	if err != nil {
 		return redirectTo(w, ta.pageURL("/mfa/step-up", redirect, ta.codeErrorCode(r, err)), http.StatusSeeOther)
 	}
@@ -310,7 +356,7 @@ func (ta *TokenAuth) handleEnrolForm(w http.ResponseWriter, r *http.Request, act
 		}
 		sec.RecoveryCodes = codes
 		// The person has just shown both factors: the session gets them.
-		if res, err := ta.stepUpSession(r, user, claims.SID); err == nil {
+		if res, err := ta.stepUpSession(r, user, claims.SID, "totp", amrOTP, amrMFA); err == nil {
 			ta.setSessionCookies(w, r, res)
 		} else {
 			ta.logger.Warn("stepping up the session after a TOTP set-up failed", zap.String("user", user.ID), zap.Error(err))

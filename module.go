@@ -299,10 +299,10 @@ func (ta *TokenAuth) Validate() error {
 	if *ta.ReuseGrace < 0 {
 		return fmt.Errorf("reuse_grace must not be negative")
 	}
-	if ta.RequireMFA && (ta.MFA == nil || ta.MFA.TOTP == nil) {
-		// the step-up page asks for a TOTP code (passkey sessions with
-		// user verification satisfy require mfa from their sign-in)
-		return fmt.Errorf("require mfa needs a second factor users can add: mfa totp")
+	if ta.RequireMFA && (ta.MFA == nil || ta.MFA.TOTP == nil) && !ta.passkeysOn() {
+		// the step-up page asks for a TOTP code or a passkey (passkey
+		// sessions with user verification satisfy require mfa from their sign-in)
+		return fmt.Errorf("require mfa needs a second factor users can add: mfa totp or passkeys")
 	}
 	if ta.Passkeys != nil {
 		if err := ta.Passkeys.validate(); err != nil {

@@ -40,7 +40,7 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"negative ttl", TokenAuth{SigningKey: key, Store: mem, SessionTTL: d(-time.Hour)}, "session_ttl must be positive"},
 		{"negative grace", TokenAuth{SigningKey: key, Store: mem, ReuseGrace: func() *caddy.Duration { g := d(-time.Second); return &g }()}, "reuse_grace must not be negative"},
 		{"relative endpoint", TokenAuth{SigningKey: key, Store: mem, Endpoint: "auth"}, "endpoint must be a path starting with /"},
-		{"require mfa without a second factor", TokenAuth{SigningKey: key, Store: mem, RequireMFA: true}, "require mfa needs a second factor users can add: mfa totp"},
+		{"require mfa without a second factor", TokenAuth{SigningKey: key, Store: mem, RequireMFA: true}, "require mfa needs a second factor users can add: mfa totp or passkeys"},
 		{"short totp key", TokenAuth{SigningKey: key, Store: mem, MFA: &MFAConfig{TOTP: &TOTPConfig{EncryptionKey: "c2hvcnQ="}}}, "mfa totp: encryption_key must be 32 bytes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

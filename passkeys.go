@@ -643,6 +643,42 @@ func (ta *TokenAuth) passkeyLogin(r *http.Request, raw json.RawMessage) (*authRe
 	return ta.issuePair(user, session, "passkey")
 }
 
+// passkeyStepUp adds a passkey to a signed-in one-factor session (the
+// step-up page): an assertion answering the login ceremony's options, by
+// one of user's own passkeys, with user verification (a passkey without
+// it is one factor). A refusal counts against the client IP, as a failed
+// passkey login does, and answers 401 Invalid login.
+func (ta *TokenAuth) passkeyStepUp(r *http.Request, user *User, sid string, raw json.RawMessage) (*authResult, error) {
+	ip := clientIP(r)
+	if err := ta.checkIPBan(r.Context(), ip); err != nil {
+		return nil, err
+	}
+	owner, rec, verified, err := ta.verifyPasskeyLogin(r, raw)
+	switch {
+	case err != nil:
+	case owner.ID != user.ID:
+		err = fmt.Errorf("%w: a passkey of another user", errPasskeyRefused)
+	case !verified:
+		err = fmt.Errorf("%w: no user verification", errPasskeyRefused)
+	}
+	if errors.Is(err, errPasskeyRefused) {
+		ta.logger.Info("passkey step-up refused", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
+			zap.String("user", user.ID), zap.String("reason", err.Error()))
+		ta.countSecondFactor("passkey", "failure")
+		if err := ta.countIPFailure(r.Context(), ip, "passkey"); err != nil {
+			return nil, err
+		}
+		return nil, errInvalidLogin()
+	}
+	if err != nil {
+		return nil, err
+	}
+	ta.countSecondFactor("passkey", "success")
+	ta.logger.Info("second factor accepted", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
+		zap.String("user", user.ID), zap.String("method", "passkey"), zap.String("passkey", passkeyID(rec.Credential.ID)))
+	return ta.stepUpSession(r, user, sid, "passkey", "hwk", amrMFA)
+}
+
 // verifyPasskeyLogin checks an assertion against the login ceremony it
 // answers and the passkey it names, and records the passkey's use.
 // verified says whether the authenticator verified its user (UV flag).

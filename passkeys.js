@@ -5,6 +5,7 @@
 //                 (autofill, started on load where the browser offers it)
 //   account page  #passkey-add-form (a name field; registers a passkey)
 //   invite page   #invite-button (registers the invited person's first passkey)
+//   step-up page  #passkey-step-up (adds a passkey to a one-factor session)
 // Without JavaScript, or without passkeys in the browser, the pages work
 // as before: the password form posts as a plain form.
 (() => {
@@ -178,6 +179,28 @@
   }
   const noSupport = document.getElementById('passkey-unsupported');
   if (noSupport && !supported) noSupport.hidden = false;
+
+  // --- step-up page: confirm a one-factor session with a passkey ---
+  // The login ceremony's options; the form post carries the answer to the
+  // step-up page, which needs the passkey to have verified its user.
+  const stepUpButton = document.getElementById('passkey-step-up');
+  if (stepUpButton && supported) {
+    stepUpButton.hidden = false;
+    stepUpButton.addEventListener('click', async () => {
+      stepUpButton.disabled = true;
+      try {
+        const { publicKey } = await postJSON('/passkeys/login/options');
+        const cred = await navigator.credentials.get({ publicKey: requestOptions(publicKey) });
+        postForm(stepUpButton.dataset.action, {
+          credential: JSON.stringify(credentialJSON(cred)),
+          redirect: stepUpButton.dataset.redirect,
+        });
+      } catch (e) {
+        if (e.name !== 'AbortError' && e.name !== 'NotAllowedError') showError('Confirming with a passkey did not work: ' + e.message);
+        stepUpButton.disabled = false;
+      }
+    });
+  }
 
   // --- invite page: register the first passkey and sign in ---
   const inviteButton = document.getElementById('invite-button');

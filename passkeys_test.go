@@ -627,3 +627,38 @@ func TestPasskeyFormSignIn(t *testing.T) {
 		t.Fatalf("form sign-in: %d %v", w.Code, w.Header())
 	}
 }
+
+// A passkey sign-in with user verification is two factors (amr hwk, mfa)
+// and passes `require mfa`; one without is a single factor (hwk): 403
+// mfa_required.
+func TestPasskeySessionAndRequireMFA(t *testing.T) {
+	ta, _ := passkeyHandler(t, nil)
+	a := newSoftAuthenticator(t)
+	addPasskey(t, ta, passwordAccess(t, ta, "alice", "alice-pw"), a, "key")
+	ta.RequireMFA = true
+	for _, tc := range []struct {
+		verifyUser bool
+		amr        []string
+		status     int
+	}{
+		{true, []string{"hwk", "mfa"}, http.StatusTeapot}, // the guarded handler answered
+		{false, []string{"hwk"}, http.StatusForbidden},
+	} {
+		a.verifyUser = tc.verifyUser
+		w := signInWith(t, ta, a)
+		if w.Code != http.StatusCreated {
+			t.Fatalf("passkey sign-in (uv=%v): %d %s", tc.verifyUser, w.Code, w.Body)
+		}
+		var res authResult
+		if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := ta.tokens.verifyAccess(res.AccessToken); err != nil || !reflect.DeepEqual(c.AMR, tc.amr) {
+			t.Fatalf("uv=%v: amr %v (%v), want %v", tc.verifyUser, c.AMR, err, tc.amr)
+		}
+		w = pkDo(t, ta, "GET", "/admin/", "", bearer(res.AccessToken)...)
+		if w.Code != tc.status || (tc.status == http.StatusForbidden && !strings.Contains(w.Body.String(), `"reason":"mfa_required"`)) {
+			t.Errorf("guarded request with a passkey session (uv=%v): %d %s, want %d", tc.verifyUser, w.Code, w.Body, tc.status)
+		}
+	}
+}
