@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -112,17 +113,24 @@ func TestDPoPNonceRefused(t *testing.T) {
 	other := nonceHandler(t, "nonce-refused", &certmagic.FileStorage{Path: t.TempDir()}) // same realm, its own key
 	c := newDPoPClient(t, "ES256")
 	window := time.Duration(ta.DPoP.resolved().IATWindow)
+	// the server's clock stands in the middle of the current bucket, so
+	// that no bucket ends during the test (proofs' iat stay in the window)
+	mid := time.Now().Truncate(window).Add(window / 2)
+	ta.now = func() time.Time { return mid }
 	at := func(ago time.Duration) string {
 		src := *ta.dpop.nonces
-		src.now = func() time.Time { return time.Now().Add(-ago) }
+		src.now = func() time.Time { return mid.Add(-ago) }
 		return src.current()
 	}
 	good := at(0)
-	tampered := []byte(good)
-	tampered[len(tampered)-1] ^= 'A' ^ 'B'
+	tampered, _ := base64.RawURLEncoding.DecodeString(good)
+	tampered[20] ^= 1 // in the MAC
+	prevBucketSameMAC, _ := base64.RawURLEncoding.DecodeString(good)
+	prevBucketSameMAC[7]-- // the previous bucket, this bucket's MAC
 	for what, nonce := range map[string]string{
 		"another key's":    other.dpop.nonces.current(),
-		"a changed byte":   string(tampered),
+		"a changed byte":   base64.RawURLEncoding.EncodeToString(tampered),
+		"another bucket":   base64.RawURLEncoding.EncodeToString(prevBucketSameMAC),
 		"not base64":       "!!" + good,
 		"two buckets old":  at(2 * window),
 		"a bucket ahead":   at(-window),
