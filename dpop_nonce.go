@@ -3,7 +3,6 @@ package tokenauth
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -44,20 +43,14 @@ func nonceKeyPath(realm string) string {
 // loadOrCreateNonceKey returns the realm's nonce key from storage,
 // generating it when there is none.
 func loadOrCreateNonceKey(ctx context.Context, storage certmagic.Storage, realm string, logger *zap.Logger) ([]byte, error) {
-	stored, created, err := loadOrCreateInStorage(ctx, storage, nonceKeyPath(realm), func() ([]byte, error) {
-		key := make([]byte, nonceKeySize)
-		_, _ = rand.Read(key)
-		return []byte(base64.StdEncoding.EncodeToString(key) + "\n"), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("DPoP nonce key of realm %q in storage %v: %w", realm, storage, err)
-	}
-	if created {
-		logger.Info("generated the realm's DPoP nonce key", zap.String("realm", realm), zap.String("storage_key", nonceKeyPath(realm)))
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(stored)))
+	return loadOrCreateSecret(ctx, storage, realm, nonceKeyPath(realm), "DPoP nonce key", nonceKeySize, decodeNonceKey, logger)
+}
+
+// decodeNonceKey reads a stored nonce key: base64 of nonceKeySize bytes.
+func decodeNonceKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
 	if err != nil || len(key) != nonceKeySize {
-		return nil, fmt.Errorf("DPoP nonce key %s in storage %v is not %d bytes of base64", nonceKeyPath(realm), storage, nonceKeySize)
+		return nil, fmt.Errorf("not %d bytes of base64", nonceKeySize)
 	}
 	return key, nil
 }

@@ -182,7 +182,7 @@ func TestDPoPNonceOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := loadOrCreateNonceKey(context.Background(), storage, "nonce-broken", ta.logger)
-	if err == nil || !strings.Contains(err.Error(), "is not 32 bytes of base64") {
+	if err == nil || !strings.Contains(err.Error(), "dpop_nonce_key in storage") || !strings.Contains(err.Error(), "not 32 bytes of base64") {
 		t.Fatalf("broken stored key: %v", err)
 	}
 }
