@@ -75,6 +75,7 @@ import (
 //	    }]
 //	    dpop         off|optional|required [{
 //	        iat_window <duration>
+//	        nonce
 //	    }]
 //	}
 //
@@ -550,7 +551,7 @@ func parsePasskeys(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseDPoP: dpop off|optional|required [{ iat_window <duration> }]
+// parseDPoP: dpop off|optional|required [{ iat_window <duration>; nonce }]
 func parseDPoP(ta *TokenAuth, d *caddyfile.Dispenser) error {
 	cfg := DPoPConfig{}
 	if err := oneArg(d, &cfg.Mode); err != nil {
@@ -562,6 +563,11 @@ func parseDPoP(ta *TokenAuth, d *caddyfile.Dispenser) error {
 			if err := durationArg(d, &cfg.IATWindow); err != nil {
 				return err
 			}
+		case "nonce":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			cfg.Nonce = true
 		default:
 			return d.Errf("unknown dpop option %q", d.Val())
 		}

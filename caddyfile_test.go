@@ -60,6 +60,7 @@ const everyOption = `token_auth {
 		}
 		dpop         required {
 			iat_window 30s
+			nonce
 		}
 	}`
 
@@ -100,7 +101,7 @@ func everyOptionConfig() TokenAuth {
 		MFA:                 &MFAConfig{TOTP: &TOTPConfig{Issuer: "Example Shop", EncryptionKey: "{env.TOTP_KEY}"}},
 		Passkeys: &PasskeysConfig{RPID: "example.com", RPName: "Example Shop",
 			Origins: []string{"https://shop.example.com", "https://example.com"}, UserVerification: "required"},
-		DPoP: &DPoPConfig{Mode: "required", IATWindow: caddy.Duration(30 * time.Second)},
+		DPoP: &DPoPConfig{Mode: "required", IATWindow: caddy.Duration(30 * time.Second), Nonce: true},
 	}
 }
 

@@ -95,6 +95,17 @@ type DPoPConfig struct {
 	// realm's store, so shared through Redis with `store redis`) for as long
 	// as they would be accepted, so each is used once. Default: 60s.
 	IATWindow caddy.Duration `json:"iat_window,omitempty"`
+
+	// Nonce turns on server-provided nonces (RFC 9449 §8): every proof must
+	// carry a nonce this realm issued in the last one to two iat_windows.
+	// Answers of the endpoint, and of guarded requests that use DPoP, carry
+	// a fresh one in the DPoP-Nonce header; a proof without a current nonce
+	// is answered 400 `use_dpop_nonce` at the endpoint and 401 with
+	// `WWW-Authenticate: DPoP error="use_dpop_nonce"` at a guarded request,
+	// both with a nonce to retry with. Nonces are signed with a key kept in
+	// Caddy's storage (generated once per realm), so instances sharing the
+	// storage accept each other's. Default: off.
+	Nonce bool `json:"nonce,omitempty"`
 }
 
 // resolved fills the defaults of a possibly absent config.
@@ -137,6 +148,7 @@ type dpopVerifier struct {
 	replay replayCache
 	now    func() time.Time
 	parser *jwt.Parser
+	nonces *nonceSource // dpop_nonce.go: nil without `nonce`
 }
 
 func newDPoPVerifier(cfg DPoPConfig, replay replayCache, now func() time.Time) *dpopVerifier {
@@ -159,8 +171,9 @@ func (v *dpopVerifier) on() bool { return v != nil && v.mode != dpopOff }
 func (v *dpopVerifier) required() bool { return v != nil && v.mode == dpopRequired }
 
 // Errors of proof verification. errNoProof: the request has no DPoP
-// header at all (the caller decides whether that is allowed); every other
-// refusal wraps errBadProof with the reason, for logs and tests.
+// header at all (the caller decides whether that is allowed); errUseNonce
+// (dpop_nonce.go): a good proof without a current server nonce; every
+// other refusal wraps errBadProof with the reason, for logs and tests.
 var (
 	errNoProof  = errors.New("no DPoP proof")
 	errBadProof = errors.New("invalid DPoP proof")
@@ -215,6 +228,9 @@ func (v *dpopVerifier) verifyProof(r *http.Request, accessToken string) (jkt str
 	}
 	now := v.now()
 	if err := v.checkClaims(r, &claims, accessToken, now); err != nil {
+		return "", err
+	}
+	if err := v.checkNonce(claims.Nonce); err != nil {
 		return "", err
 	}
 	thumb, err := key.Thumbprint(crypto.SHA256)
@@ -425,6 +441,8 @@ func (ta *TokenAuth) proofForEndpoint(r *http.Request) (string, error) {
 		return "", errDPoPProof(http.StatusBadRequest)
 	case errors.Is(err, errNoProof):
 		return "", nil
+	case errors.Is(err, errUseNonce):
+		return "", errDPoPNonce()
 	case errors.Is(err, errBadProof):
 		ta.logger.Info("DPoP proof refused", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm), zap.String("path", r.URL.Path), zap.Error(err))
 		return "", errDPoPProof(http.StatusUnauthorized)
@@ -519,6 +537,8 @@ func (ta *TokenAuth) tokenBinding(r *http.Request, raw string, claims *accessCla
 		return "", nil
 	case err == nil:
 		err = badProof("signed by another key than the token's")
+	case errors.Is(err, errUseNonce):
+		return "use_dpop_nonce", nil
 	case !errors.Is(err, errNoProof) && !errors.Is(err, errBadProof):
 		return "", err // the store
 	}
@@ -554,8 +574,8 @@ func boundTokenType(jkt string) string {
 func failureResult(err error) string {
 	var apiErr *apiError
 	if errors.As(err, &apiErr) {
-		if data, ok := apiErr.Data.(map[string]string); ok && data["reason"] == "invalid_dpop_proof" {
-			return "invalid_dpop_proof"
+		if data, ok := apiErr.Data.(map[string]string); ok && (data["reason"] == "invalid_dpop_proof" || data["reason"] == "use_dpop_nonce") {
+			return data["reason"]
 		}
 	}
 	return "error"

@@ -317,7 +317,8 @@ func TestDPoPCaddyfileErrors(t *testing.T) {
 		"dpop on off":                           "wrong argument count",
 		"dpop optional {\n iat_window -1s\n}":   "must be positive",
 		"dpop optional {\n iat_window soon\n}":  "invalid duration",
-		"dpop optional {\n nonce\n}":            `unknown dpop option "nonce"`,
+		"dpop optional {\n nonces\n}":           `unknown dpop option "nonces"`,
+		"dpop optional {\n nonce yes\n}":        "wrong argument count",
 		"dpop required {\n iat_window 1m 2m\n}": "wrong argument count",
 	} {
 		var ta TokenAuth

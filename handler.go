@@ -12,7 +12,9 @@ import (
 // ServeHTTP answers requests for the authentication endpoint and guards
 // every other request that reaches it.
 func (ta *TokenAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if sub, ok := ta.endpointPath(r.URL.Path); ok {
+	sub, atEndpoint := ta.endpointPath(r.URL.Path)
+	ta.offerNonce(w, r, atEndpoint) // dpop_nonce.go
+	if atEndpoint {
 		return ta.serveEndpoint(w, r, sub)
 	}
 	return ta.guard(w, r, next)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -142,6 +143,29 @@ func loadOrCreateInStorage(ctx context.Context, storage certmagic.Storage, key s
 		return nil, false, fmt.Errorf("storing %s: %w", key, err)
 	}
 	return value, true, nil
+}
+
+// loadOrCreateSecret returns a realm's generated secret of size random
+// bytes, kept base64 under storageKey, generating it when there is none
+// (loadOrCreateInStorage); decode reads the stored value. what names the
+// secret in logs and errors.
+func loadOrCreateSecret(ctx context.Context, storage certmagic.Storage, realm, storageKey, what string, size int, decode func(string) ([]byte, error), logger *zap.Logger) ([]byte, error) {
+	stored, created, err := loadOrCreateInStorage(ctx, storage, storageKey, func() ([]byte, error) {
+		key := make([]byte, size)
+		_, _ = rand.Read(key)
+		return []byte(base64.StdEncoding.EncodeToString(key) + "\n"), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s of realm %q in storage %v: %w", what, realm, storage, err)
+	}
+	if created {
+		logger.Info("generated the realm's "+what, zap.String("realm", realm), zap.String("storage_key", storageKey))
+	}
+	key, err := decode(string(stored))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s in storage %v: %w", what, storageKey, storage, err)
+	}
+	return key, nil
 }
 
 // generateEd25519PEM makes a new Ed25519 key as PKCS#8 PEM.

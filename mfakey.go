@@ -53,22 +53,7 @@ func decodeEncryptionKey(s string) ([]byte, error) {
 // loadOrCreateTOTPKey returns the realm's generated TOTP key from storage,
 // generating it when there is none.
 func loadOrCreateTOTPKey(ctx context.Context, storage certmagic.Storage, realm string, logger *zap.Logger) ([]byte, error) {
-	stored, created, err := loadOrCreateInStorage(ctx, storage, totpKeyPath(realm), func() ([]byte, error) {
-		key := make([]byte, encryptionKeySize)
-		_, _ = rand.Read(key)
-		return []byte(base64.StdEncoding.EncodeToString(key) + "\n"), nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("TOTP encryption key of realm %q in storage %v: %w", realm, storage, err)
-	}
-	if created {
-		logger.Info("generated the realm's TOTP encryption key", zap.String("realm", realm), zap.String("storage_key", totpKeyPath(realm)))
-	}
-	key, err := decodeEncryptionKey(string(stored))
-	if err != nil {
-		return nil, fmt.Errorf("TOTP encryption key %s in storage %v: %w", totpKeyPath(realm), storage, err)
-	}
-	return key, nil
+	return loadOrCreateSecret(ctx, storage, realm, totpKeyPath(realm), "TOTP encryption key", encryptionKeySize, decodeEncryptionKey, logger)
 }
 
 // sealer encrypts small secrets with AES-256-GCM, a random nonce each.

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
 
@@ -173,6 +174,9 @@ type TokenAuth struct {
 	idps      map[string]*idpRuntime // idp.go, by name
 	totp      *totpService           // mfa.go, totp.go: nil without `mfa totp`
 	dpop      *dpopVerifier          // dpop.go
+	// testStorage stands in for ctx.Storage() in tests without a running
+	// config (the DPoP nonce key, dpop_nonce.go)
+	testStorage certmagic.Storage
 	// passkeys.go: WebAuthn configurations by host
 	relyingParties *relyingParties
 }
@@ -246,6 +250,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
 	ta.dpop = newDPoPVerifier(dpopCfg, ta.realm.store, func() time.Time { return ta.now() })
+	if err := ta.provisionNonces(ctx, dpopCfg); err != nil { // dpop_nonce.go
+		return err
+	}
 	ta.relyingParties = new(relyingParties)
 	ta.warnPasskeyOnlyUsers()
 	invitations.add(ta) // passkeys_invite.go
