@@ -14,7 +14,7 @@ import (
 func browserSession(t *testing.T, ta *TokenAuth, user, password string) []*http.Cookie {
 	t.Helper()
 	form := url.Values{"username": {user}, "password": {password}, "redirect": {"/"}}
-	w := pkServe(t, ta, pkRequest("POST", "/authentication", form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Origin", pkSite))
+	w := serveTeapot(t, ta, pkRequest("POST", "/authentication", form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Origin", pkSite))
 	if w.Code != http.StatusSeeOther || len(w.Result().Cookies()) != 2 {
 		t.Fatalf("form login: %d %v", w.Code, w.Header())
 	}
@@ -30,7 +30,7 @@ func withCookies(r *http.Request, cookies []*http.Cookie) *http.Request {
 
 func accountPage(t *testing.T, ta *TokenAuth, cookies []*http.Cookie, query string) *httptest.ResponseRecorder {
 	t.Helper()
-	return pkServe(t, ta, withCookies(pkRequest("GET", "/authentication/account"+query, "", "Accept", "text/html"), cookies))
+	return serveTeapot(t, ta, withCookies(pkRequest("GET", "/authentication/account"+query, "", "Accept", "text/html"), cookies))
 }
 
 func accountForm(t *testing.T, ta *TokenAuth, cookies []*http.Cookie, origin string, form url.Values) *httptest.ResponseRecorder {
@@ -39,7 +39,7 @@ func accountForm(t *testing.T, ta *TokenAuth, cookies []*http.Cookie, origin str
 	if origin != "" {
 		r.Header.Set("Origin", origin)
 	}
-	return pkServe(t, ta, withCookies(r, cookies))
+	return serveTeapot(t, ta, withCookies(r, cookies))
 }
 
 func cookieOf(cookies []*http.Cookie, name string) string {

@@ -152,6 +152,21 @@ func provisionInProcess(t *testing.T, ta *TokenAuth) {
 }
 
 // serve drives ServeHTTP with a request as Caddy's server would prepare it.
+// serveTeapot runs r through ta with a next handler that answers 418, so
+// a guarded request that got through is told from one the guard answered.
+func serveTeapot(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
+	w := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		w.WriteHeader(http.StatusTeapot)
+		return nil
+	})
+	if err := ta.ServeHTTP(w, r, next); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return w
+}
+
 func serve(t *testing.T, ta *TokenAuth, method, path, body string, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	r := httptest.NewRequest(method, path, strings.NewReader(body))

@@ -37,7 +37,7 @@ func postLogout(t *testing.T, ta *TokenAuth, token string) *httptest.ResponseRec
 	body := strings.NewReader(url.Values{"logout_token": {token}}.Encode())
 	r := idpRequestBody("POST", "/authentication/idp/fake/backchannel-logout", body)
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return idpServe(t, ta, r)
+	return serveTeapot(t, ta, r)
 }
 
 // signedInAccess signs alice in through fakeOP and returns her access token.
@@ -52,7 +52,7 @@ func signedInAccess(t *testing.T, ta *TokenAuth, op *fakeOP) string {
 
 func guardStatus(t *testing.T, ta *TokenAuth, access string) int {
 	t.Helper()
-	return idpServe(t, ta, withBearer(idpRequest("GET", "/private/"), access)).Code
+	return serveTeapot(t, ta, withBearer(idpRequest("GET", "/private/"), access)).Code
 }
 
 // TestBackchannelLogout: a logout token from the provider for a provider
@@ -130,7 +130,7 @@ func TestBackchannelLogoutRefusals(t *testing.T) {
 	// not a form
 	r := idpRequest("POST", "/authentication/idp/fake/backchannel-logout")
 	r.Header.Set("Content-Type", "application/json")
-	if w := idpServe(t, ta, r); w.Code != http.StatusBadRequest {
+	if w := serveTeapot(t, ta, r); w.Code != http.StatusBadRequest {
 		t.Fatalf("json body: %d", w.Code)
 	}
 }

@@ -78,7 +78,7 @@ func githubHandler(t *testing.T, gh *fakeGitHub) *TokenAuth {
 // githubSignIn goes through the GitHub flow and returns the callback's answer.
 func githubSignIn(t *testing.T, ta *TokenAuth, gh *fakeGitHub, code string) *httptest.ResponseRecorder {
 	t.Helper()
-	w := idpServe(t, ta, idpRequest("GET", "/authentication/idp/gh?redirect=/in"))
+	w := serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/gh?redirect=/in"))
 	loc, _ := url.Parse(w.Header().Get("Location"))
 	q := loc.Query()
 	if w.Code != http.StatusFound || !strings.HasPrefix(loc.String(), gh.URL+"/login/oauth/authorize?") || q.Get("client_id") != "gh-client" ||
@@ -95,7 +95,7 @@ func githubSignIn(t *testing.T, ta *TokenAuth, gh *fakeGitHub, code string) *htt
 			binding = c
 		}
 	}
-	return idpServe(t, ta, idpRequest("GET", "/authentication/idp/gh/callback?code="+code+"&state="+q.Get("state"), binding))
+	return serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/gh/callback?code="+code+"&state="+q.Get("state"), binding))
 }
 
 // TestGitHubSignIn: the primary verified address of the GitHub account
@@ -129,7 +129,7 @@ func TestGitHubSignIn(t *testing.T) {
 func postLogoutTo(t *testing.T, ta *TokenAuth, name string) *httptest.ResponseRecorder {
 	r := idpRequestBody("POST", "/authentication/idp/"+name+"/backchannel-logout", strings.NewReader("logout_token=x"))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return idpServe(t, ta, r)
+	return serveTeapot(t, ta, r)
 }
 
 // TestGitHubRefusals: unverified addresses never count; a bad code and a

@@ -210,19 +210,6 @@ func idpRequestBody(method, target string, body io.Reader, cookies ...*http.Cook
 	return r.WithContext(ctx)
 }
 
-func idpServe(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {
-	t.Helper()
-	w := httptest.NewRecorder()
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		w.WriteHeader(http.StatusTeapot)
-		return nil
-	})
-	if err := ta.ServeHTTP(w, r, next); err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
 // startedFlow is a sign-in sent to the provider.
 type startedFlow struct {
 	state   string
@@ -235,7 +222,7 @@ type startedFlow struct {
 // real one would from the authorization request.
 func startSignIn(t *testing.T, ta *TokenAuth, op *fakeOP, query string) startedFlow {
 	t.Helper()
-	w := idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake?"+query))
+	w := serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/fake?"+query))
 	if w.Code != http.StatusFound {
 		t.Fatalf("start: %d %s", w.Code, w.Body)
 	}
@@ -268,7 +255,7 @@ func (f startedFlow) callback(t *testing.T, ta *TokenAuth, query string) *httpte
 	if query == "" {
 		query = "code=good-code&state=" + f.state
 	}
-	return idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake/callback?"+query, f.binding))
+	return serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/fake/callback?"+query, f.binding))
 }
 
 // sessionCookies returns the access and refresh cookies a response set.
@@ -319,7 +306,7 @@ func TestIdPSignIn(t *testing.T) {
 
 	// the guard accepts it and sets {http.auth.user.idp}
 	r := idpRequest("GET", "/private/page", access)
-	gw := idpServe(t, ta, r)
+	gw := serveTeapot(t, ta, r)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	idp, _ := repl.GetString("http.auth.user.idp")
 	id, _ := repl.GetString("http.auth.user.id")
@@ -499,9 +486,9 @@ func TestIdPStateAttacks(t *testing.T) {
 	// another browser: no binding cookie, or its own
 	f = startSignIn(t, ta, op, "")
 	theirs := startSignIn(t, ta, op, "").binding
-	want400("another browser's cookie", idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake/callback?code=good-code&state="+f.state, theirs)))
+	want400("another browser's cookie", serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/fake/callback?code=good-code&state="+f.state, theirs)))
 	f = startSignIn(t, ta, op, "")
-	want400("no cookie", idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake/callback?code=good-code&state="+f.state)))
+	want400("no cookie", serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/fake/callback?code=good-code&state="+f.state)))
 
 	op.set(func(op *fakeOP) { op.exchanged = 0 })
 	f = startSignIn(t, ta, op, "")
@@ -549,7 +536,7 @@ func TestIdPFragmentMode(t *testing.T) {
 		t.Fatal("cookies set in fragment mode")
 	}
 	// the tokens are the realm's: the guard takes the access token, the endpoint the refresh token
-	if g := idpServe(t, ta, withBearer(idpRequest("GET", "/private/"), vals.Get("access_token"))); g.Code != http.StatusTeapot {
+	if g := serveTeapot(t, ta, withBearer(idpRequest("GET", "/private/"), vals.Get("access_token"))); g.Code != http.StatusTeapot {
 		t.Fatalf("guard: %d", g.Code)
 	}
 	if res := refreshJSON(t, ta, vals.Get("refresh_token")); res.Code != http.StatusCreated {
@@ -599,12 +586,12 @@ func TestIdPDiscoveryRetry(t *testing.T) {
 	l.Close() // nothing listens there for now
 	op.URL = "http://" + addr
 	ta, _ := idpHandler(t, op)
-	w := idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake"))
+	w := serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/fake"))
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "Fake cannot be reached") || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("before discovery: %d %s", w.Code, w.Body)
 	}
 	// the login page still works, with the button
-	if page := idpServe(t, ta, idpRequest("GET", "/authentication")); page.Code != http.StatusOK || !strings.Contains(page.Body.String(), "Sign in with Fake") {
+	if page := serveTeapot(t, ta, idpRequest("GET", "/authentication")); page.Code != http.StatusOK || !strings.Contains(page.Body.String(), "Sign in with Fake") {
 		t.Fatalf("login page: %d", page.Code)
 	}
 	l, err = net.Listen("tcp", addr)
@@ -615,7 +602,7 @@ func TestIdPDiscoveryRetry(t *testing.T) {
 	op.Listener, op.URL = l, ""
 	op.start(t)
 	testenv.Eventually(t, 30*time.Second, "discovery retried", func() bool {
-		return idpServe(t, ta, idpRequest("GET", "/authentication/idp/fake")).Code == http.StatusFound
+		return serveTeapot(t, ta, idpRequest("GET", "/authentication/idp/fake")).Code == http.StatusFound
 	})
 	startSignIn(t, ta, op, "").callback(t, ta, "")
 }
@@ -635,7 +622,7 @@ func TestIdPEndpointRoutes(t *testing.T) {
 		{"GET", "/authentication/idp/fake/backchannel-logout", 405},
 		{"POST", "/authentication/idp/fake/callback", 405},
 	} {
-		if w := idpServe(t, ta, idpRequest(c.method, c.path)); w.Code != c.code {
+		if w := serveTeapot(t, ta, idpRequest(c.method, c.path)); w.Code != c.code {
 			t.Errorf("%s %s: %d, want %d", c.method, c.path, w.Code, c.code)
 		}
 	}
@@ -649,7 +636,7 @@ func TestIdPLoginPage(t *testing.T) {
 	ta, _ := idpHandler(t, op, func(ta *TokenAuth) {
 		ta.IdentityProviders = append(ta.IdentityProviders, IdentityProvider{Name: "gh", GitHub: &GitHubProvider{}, ClientID: "x", Label: "GitHub"})
 	})
-	body := idpServe(t, ta, idpRequest("GET", "/authentication?redirect=/docs/&error=idp_failed")).Body.String()
+	body := serveTeapot(t, ta, idpRequest("GET", "/authentication?redirect=/docs/&error=idp_failed")).Body.String()
 	for _, want := range []string{
 		`<a class="idp" href="/authentication/idp/fake?redirect=%2Fdocs%2F">Sign in with Fake</a>`,
 		`<a class="idp" href="/authentication/idp/gh?redirect=%2Fdocs%2F">Sign in with GitHub</a>`,
@@ -660,7 +647,7 @@ func TestIdPLoginPage(t *testing.T) {
 		}
 	}
 	noPasswords, _ := idpHandler(t, op, func(ta *TokenAuth) { ta.Users = nil })
-	if body := idpServe(t, noPasswords, idpRequest("GET", "/authentication")).Body.String(); strings.Contains(body, `name="password"`) || !strings.Contains(body, "Sign in with Fake") {
+	if body := serveTeapot(t, noPasswords, idpRequest("GET", "/authentication")).Body.String(); strings.Contains(body, `name="password"`) || !strings.Contains(body, "Sign in with Fake") {
 		t.Fatalf("realm without password users:\n%s", body)
 	}
 }

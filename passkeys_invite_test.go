@@ -74,7 +74,7 @@ func redeemInvitation(t *testing.T, ta *TokenAuth, link string, a *softAuthentic
 func postInviteForm(t *testing.T, ta *TokenAuth, link string, cred json.RawMessage) *httptest.ResponseRecorder {
 	t.Helper()
 	form := url.Values{"credential": {string(cred)}}
-	return pkServe(t, ta, pkRequest("POST", link, form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Origin", pkSite))
+	return serveTeapot(t, ta, pkRequest("POST", link, form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Origin", pkSite))
 }
 
 func TestInvitation(t *testing.T) {

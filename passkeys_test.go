@@ -64,22 +64,9 @@ func pkRequest(method, path, body string, header ...string) *http.Request {
 	return r.WithContext(ctx)
 }
 
-func pkServe(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {
-	t.Helper()
-	w := httptest.NewRecorder()
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
-		w.WriteHeader(http.StatusTeapot)
-		return nil
-	})
-	if err := ta.ServeHTTP(w, r, next); err != nil {
-		t.Fatalf("ServeHTTP: %v", err)
-	}
-	return w
-}
-
 func pkDo(t *testing.T, ta *TokenAuth, method, path, body string, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
-	return pkServe(t, ta, pkRequest(method, path, body, header...))
+	return serveTeapot(t, ta, pkRequest(method, path, body, header...))
 }
 
 // passwordAccess signs in with a password and returns the access token.
@@ -507,7 +494,7 @@ func TestPasskeyRegistrationRefusals(t *testing.T) {
 	t.Run("cookie from another site", func(t *testing.T) {
 		r := pkRequest("POST", "/authentication/passkeys/register/options", "{}", "Origin", "https://evil.example")
 		r.AddCookie(&http.Cookie{Name: accessCookieName, Value: alice})
-		if w := pkServe(t, ta, r); w.Code != http.StatusForbidden {
+		if w := serveTeapot(t, ta, r); w.Code != http.StatusForbidden {
 			t.Fatalf("%d", w.Code)
 		}
 	})
@@ -522,14 +509,14 @@ func TestPasskeyRPIDBinding(t *testing.T) {
 
 	const other = "http://other.test:8080"
 	r := httptest.NewRequest("POST", other+"/authentication/passkeys/login/options", nil)
-	w := pkServe(t, ta, r)
+	w := serveTeapot(t, ta, r)
 	if w.Code != 200 {
 		t.Fatalf("options on the other host: %d %s", w.Code, w.Body)
 	}
 	s := a.sign(w.Body.Bytes(), other) // the browser would not even offer it
 	r = pkRequest("POST", "/authentication", passkeyLoginBody(s.json()))
 	r.Host, r.URL.Host = "other.test:8080", "other.test:8080"
-	wantInvalidLogin(t, pkServe(t, ta, r), "other RP ID")
+	wantInvalidLogin(t, serveTeapot(t, ta, r), "other RP ID")
 }
 
 func TestPasskeyConfigDefaultsPerHost(t *testing.T) {
@@ -608,7 +595,7 @@ func TestLoginPageOffersPasskeys(t *testing.T) {
 	// a failed passkey sign-in lands back on the page, saying so
 	form := url.Values{"strategy": {"passkey"}, "credential": {`{"id":"x"}`}, "redirect": {"/private/"}}
 	r := pkRequest("POST", "/authentication", form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Origin", pkSite)
-	w = pkServe(t, ta, r)
+	w = serveTeapot(t, ta, r)
 	if loc := w.Header().Get("Location"); w.Code != http.StatusSeeOther || !strings.Contains(loc, "error=passkey_failed") || !strings.Contains(loc, "redirect=%2Fprivate%2F") {
 		t.Fatalf("failed form sign-in: %d %s", w.Code, loc)
 	}
@@ -622,7 +609,7 @@ func TestPasskeyFormSignIn(t *testing.T) {
 	addPasskey(t, ta, passwordAccess(t, ta, "alice", "alice-pw"), a, "key")
 	form := url.Values{"strategy": {"passkey"}, "credential": {string(a.sign(loginOptions(t, ta), pkSite).json())}, "redirect": {"/private/"}}
 	r := pkRequest("POST", "/authentication", form.Encode(), "Content-Type", "application/x-www-form-urlencoded", "Origin", pkSite)
-	w := pkServe(t, ta, r)
+	w := serveTeapot(t, ta, r)
 	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/private/" || len(w.Result().Cookies()) != 2 {
 		t.Fatalf("form sign-in: %d %v", w.Code, w.Header())
 	}
