@@ -309,6 +309,21 @@ func TestDPoPLogoutAndReauthenticate(t *testing.T) {
 	}
 }
 
+// TestDPoPBoundTokenAtTheAccountAPIs: the endpoint's other uses of an
+// access token (own sessions, passkey and TOTP set-up) refuse a bound
+// token sent as Bearer, as the guard and logout do.
+func TestDPoPBoundTokenAtTheAccountAPIs(t *testing.T) {
+	ta := dpopHandler(t, "")
+	c := newDPoPClient(t, "ES256")
+	at := dpopLogin(t, ta, loginProof(t, c)...).body.AccessToken
+	if a := dpopServe(t, ta, "GET", "/authentication/sessions", "", "Authorization", "Bearer "+at); a.code != http.StatusUnauthorized || a.body.Data.Reason != "invalid_token" {
+		t.Fatalf("own sessions with the bound token as Bearer: %d %+v", a.code, a.body)
+	}
+	if a := dpopServe(t, ta, "GET", "/authentication/sessions", "", "Authorization", "DPoP "+at, "DPoP", c.Proof(t, "GET", dpopTestEndpoint+"/sessions", at)); a.code != http.StatusOK {
+		t.Fatalf("own sessions with the bound token and its proof: %d %+v", a.code, a.body)
+	}
+}
+
 // TestDPoPCaddyfileErrors: bad dpop options are refused with a clear error.
 func TestDPoPCaddyfileErrors(t *testing.T) {
 	for input, want := range map[string]string{

@@ -328,20 +328,48 @@ func (ta *TokenAuth) acceptAccess(ctx context.Context, raw string) (*accessClaim
 	return claims, user, nil
 }
 
-// handleLogout answers DELETE {endpoint}: revokes the session of the
-// presented access token, or with ?scope=global every session of its user.
-func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
+// endpointAccess is the access token a request to the endpoint carries,
+// accepted, with its claims and user.
+type endpointAccess struct {
+	raw        string
+	fromCookie bool
+	claims     *accessClaims
+	user       *User
+}
+
+// signedIn identifies the signed-in user of a request to the endpoint
+// (logout, the account page, passkey and TOTP set-up) by its access token,
+// under the guard's rules: a cookie counts only on a same-origin request,
+// and a DPoP-bound token only as `Authorization: DPoP` with its proof.
+func (ta *TokenAuth) signedIn(r *http.Request) (endpointAccess, error) {
 	raw, fromCookie, viaDPoP := ta.presentedAccessToken(r)
 	if fromCookie && !csrfAllowed(r) {
-		return writeError(w, errCrossOrigin())
+		return endpointAccess{}, errCrossOrigin()
 	}
 	claims, user, err := ta.acceptAccess(r.Context(), raw)
 	if err == nil {
 		err = ta.endpointBinding(r, raw, claims, viaDPoP)
 	}
 	if err != nil {
+		return endpointAccess{}, err
+	}
+	return endpointAccess{raw: raw, fromCookie: fromCookie, claims: claims, user: user}, nil
+}
+
+// signedInUser is signedIn for callers that need only the claims and user.
+func (ta *TokenAuth) signedInUser(r *http.Request) (*accessClaims, *User, error) {
+	p, err := ta.signedIn(r)
+	return p.claims, p.user, err
+}
+
+// handleLogout answers DELETE {endpoint}: revokes the session of the
+// presented access token, or with ?scope=global every session of its user.
+func (ta *TokenAuth) handleLogout(w http.ResponseWriter, r *http.Request) error {
+	p, err := ta.signedIn(r)
+	if err != nil {
 		return ta.answerError(w, r, err)
 	}
+	raw, fromCookie, claims, user := p.raw, p.fromCookie, p.claims, p.user
 	if r.URL.Query().Get("scope") == "global" {
 		err = ta.revokeUser(r.Context(), claims.Subject)
 	} else {

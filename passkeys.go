@@ -386,16 +386,6 @@ func (ta *TokenAuth) warnPasskeyOnlyUsers() {
 	}
 }
 
-// signedInUser is the user of the request's access token (Bearer, or the
-// cookie from this origin only).
-func (ta *TokenAuth) signedInUser(r *http.Request) (*accessClaims, *User, error) {
-	raw, fromCookie := ta.accessToken(r)
-	if fromCookie && !csrfAllowed(r) {
-		return nil, nil, errCrossOrigin()
-	}
-	return ta.acceptAccess(r.Context(), raw)
-}
-
 // handleRegisterOptions answers POST {endpoint}/passkeys/register/options
 // for a signed-in user: the options for navigator.credentials.create,
 // listing the user's passkeys so the same authenticator is not added twice.
