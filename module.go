@@ -216,7 +216,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 
 	usersFile := caddy.NewReplacer().ReplaceKnown(ta.UsersFile, "")
-	ta.users, err = newUserDirectory(ta.Users, usersFile, ta.logger)
+	ta.users, err = newRealmUserDirectory(ta.Realm, ta.Users, usersFile, ta.logger)
 	if err != nil {
 		return err
 	}

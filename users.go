@@ -237,6 +237,7 @@ func checkFileHasUsers(users []User) error {
 // optional users file, re-read when the file changes on disk. A broken file
 // keeps the last good list.
 type userDirectory struct {
+	realm  string // names the realm in warnings (warnMixedCosts)
 	inline []User
 	path   string
 	logger *zap.Logger
@@ -260,7 +261,12 @@ type fileStamp struct {
 const fileCheckInterval = time.Second
 
 func newUserDirectory(inline []User, path string, logger *zap.Logger) (*userDirectory, error) {
-	d := &userDirectory{inline: inline, path: path, logger: logger}
+	return newRealmUserDirectory("", inline, path, logger)
+}
+
+// newRealmUserDirectory is the user directory of a realm's handler.
+func newRealmUserDirectory(realm string, inline []User, path string, logger *zap.Logger) (*userDirectory, error) {
+	d := &userDirectory{realm: realm, inline: inline, path: path, logger: logger}
 	if err := d.load(); err != nil {
 		return nil, err
 	}
@@ -295,6 +301,7 @@ func (d *userDirectory) load() error {
 		return err
 	}
 	d.current, d.fileStamp = list, stamp
+	warnMixedCosts(d.logger, d.realm, all) // passwords.go
 	return nil
 }
 
