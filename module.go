@@ -215,7 +215,10 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	usersFile := caddy.NewReplacer().ReplaceKnown(ta.UsersFile, "")
+	usersFile, err := resolvePlaceholders("users_file", ta.UsersFile) // keys.go
+	if err != nil {
+		return err
+	}
 	ta.users, err = newRealmUserDirectory(ta.Realm, ta.Users, usersFile, ta.logger)
 	if err != nil {
 		return err
