@@ -129,7 +129,8 @@ func (ta *TokenAuth) codeErrorCode(r *http.Request, err error) string {
 func (ta *TokenAuth) startCodePage(w http.ResponseWriter, r *http.Request, token, redirect string) error {
 	http.SetCookie(w, &http.Cookie{Name: mfaCookieName, Value: token, Path: ta.Endpoint, MaxAge: int(mfaLoginTTL / time.Second),
 		HttpOnly: true, Secure: secureRequest(r), SameSite: http.SameSiteStrictMode})
-	return redirectTo(w, ta.pageURL("/mfa", redirect, ""), http.StatusSeeOther)
+	return redirectWithNote(w, r, ta.pageURL("/mfa", redirect, ""), "Not signed in yet: a second factor is needed, on the code page "+
+		"(the mfa_token cookie of this answer carries the login there; API clients POST JSON and get the mfa_token in the body).")
 }
 
 // mfaTokenOf returns the mfa_token of a login answered "mfa_required".

@@ -258,7 +258,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.relyingParties = new(relyingParties)
 	ta.warnPasskeyOnlyUsers()
-	ta.warnNoSignIn() // users.go
+	ta.warnNoSignIn()   // users.go
 	invitations.add(ta) // passkeys_invite.go
 	return ta.provisionIdentityProviders()
 }
