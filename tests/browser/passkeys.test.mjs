@@ -14,6 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { addAuthenticator } from './virtual-authenticator.mjs';
 
 const base = process.env.BASE_URL;
 const base2 = process.env.BASE_URL_2;
@@ -25,19 +26,6 @@ const screens = [
   { name: 'desktop', viewport: { width: 960, height: 760 }, user: 'alice', password: 'alice-password', invite: invites[0], invited: 'carol' },
   { name: 'phone', viewport: { width: 375, height: 740 }, user: 'bob', password: 'bob-password', invite: invites[1], invited: 'dave' },
 ];
-
-// a virtual platform authenticator that verifies its user, as Touch ID does
-async function addAuthenticator(context, page) {
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
-      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
-    },
-  });
-  return { cdp, authenticatorId };
-}
 
 async function credentialsOf({ cdp, authenticatorId }) {
   return (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
