@@ -120,7 +120,10 @@ type TokenAuth struct {
 	// (amr "mfa"). A browser page load with a one-factor session is sent
 	// to a step-up page that asks for the missing factor and comes back
 	// (to set one up first if the user has none); other requests get 403
-	// with data.reason "mfa_required". Needs `mfa totp`.
+	// with data.reason "mfa_required". A password login at this directive
+	// of a user with a passkey then asks for the passkey as well (as for an
+	// authenticator app, which is always asked for). Needs `mfa totp` or
+	// `passkeys`.
 	RequireMFA bool `json:"require_mfa,omitempty"`
 
 	// Throttle bans a user id or a client IP (as Caddy determines it,
