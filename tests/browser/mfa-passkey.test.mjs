@@ -11,33 +11,14 @@
 // on the page with two factors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { addAuthenticator } from './virtual-authenticator.mjs';
+import { addAuthenticator, launch } from './chromium.mjs';
 
 const base = process.env.BASE_URL;
 const password = process.env.PASSWORD;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 test('a password login under require mfa completes with a passkey', async (t) => {
   assert.ok(base && password, 'BASE_URL and PASSWORD must be set');
-  const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-mfa-passkey-'));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 960, height: 760 },
-    timeout: 60_000,
-  });
-  t.after(async () => {
-    await context.close();
-    await rm(userDataDir, { recursive: true, force: true });
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(20_000);
+  const { context, page } = await launch(t, { prefix: 'token-auth-mfa-passkey-', viewport: { width: 960, height: 760 }, timeout: 20_000 });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });

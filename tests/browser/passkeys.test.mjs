@@ -10,17 +10,12 @@
 // The flows run twice: on a desktop window and on a 375 px phone screen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { addAuthenticator } from './virtual-authenticator.mjs';
+import { addAuthenticator, launch } from './chromium.mjs';
 
 const base = process.env.BASE_URL;
 const base2 = process.env.BASE_URL_2;
 const invites = (process.env.INVITE_URLS || '').split(',').filter(Boolean);
 const screenshot = process.env.SCREENSHOT;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const screens = [
   { name: 'desktop', viewport: { width: 960, height: 760 }, user: 'alice', password: 'alice-password', invite: invites[0], invited: 'carol' },
@@ -44,21 +39,7 @@ const signedOutTo = (url) => new URL(url).pathname === '/authentication';
 for (const screen of screens) {
   test(`passkeys in headless Chromium (${screen.name}, ${screen.viewport.width} px)`, async (t) => {
     assert.ok(base && base2, 'BASE_URL and BASE_URL_2 must be set');
-    const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-passkeys-'));
-    const context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: screen.viewport,
-      timeout: 60_000,
-    });
-    t.after(async () => {
-      await context.close();
-      await rm(userDataDir, { recursive: true, force: true });
-    });
-    const page = context.pages()[0] ?? (await context.newPage());
-    page.setDefaultTimeout(20_000);
+    const { context, page } = await launch(t, { prefix: 'token-auth-passkeys-', viewport: screen.viewport, timeout: 20_000 });
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
