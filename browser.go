@@ -3,6 +3,7 @@ package tokenauth
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -103,13 +104,35 @@ func (ta *TokenAuth) handleFormLogin(w http.ResponseWriter, r *http.Request) err
 	}
 	if err != nil {
 		code := ta.browserErrorCode(r, err)
-		if code == "invalid_login" && form.Get("strategy") == "passkey" {
-			code = "passkey_failed"
+		if form.Get("strategy") == "passkey" {
+			if code == "invalid_login" {
+				code = "passkey_failed"
+			}
+		} else {
+			ta.rememberLoginName(w, r, loginNameOf(form)) // loginpage.go
 		}
-		return redirectTo(w, ta.loginPageURL(redirect, code, ""), http.StatusSeeOther)
+		return redirectWithNote(w, r, ta.loginPageURL(redirect, code, ""), "Not signed in: "+loginErrors[code])
 	}
 	ta.setSessionCookies(w, r, res)
-	return redirectTo(w, redirect, http.StatusSeeOther)
+	return redirectWithNote(w, r, redirect, fmt.Sprintf("Signed in as %v: the session is in the access_token and refresh_token cookies of this answer. "+
+		"(For the tokens in the body, POST JSON with Content-Type: application/json.)", res.User["id"]))
+}
+
+// redirectWithNote answers a form post with a 303 to location. A client
+// that did not ask for HTML (curl -d) also gets a short text body saying
+// what happened and where it goes, instead of an empty answer; a browser
+// follows the redirect and never shows it.
+func redirectWithNote(w http.ResponseWriter, r *http.Request, location, note string) error {
+	if acceptsHTML(r) {
+		return redirectTo(w, location, http.StatusSeeOther)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if err := redirectTo(w, location, http.StatusSeeOther); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%s\nGoing on to %s (303 See Other).\n", note, location)
+	return err
 }
 
 // browserErrorCode turns an endpoint error into a login page error code.

@@ -139,9 +139,10 @@ func TestBrowserStoreDown(t *testing.T) {
 	}
 	store.down.Store(true)
 
-	// form login: back to the login page saying so, no cookies, logged
+	// form login: back to the login page saying so, no session cookies
+	// (the typed name is kept for the page), logged
 	w = serveRequest(t, ta, formRequest("POST", "/authentication", login))
-	if w.Code != 303 || w.Header().Get("Location") != "/authentication?error=unavailable&redirect=%2Fprivate%2F" || len(w.Result().Cookies()) != 0 {
+	if a, r := sessionCookies(w); w.Code != 303 || w.Header().Get("Location") != "/authentication?error=unavailable&redirect=%2Fprivate%2F" || a != nil || r != nil {
 		t.Errorf("login, store down: %d %v", w.Code, w.Header())
 	}
 	// refresh: the cookies are kept (the session is not over)
@@ -220,5 +221,89 @@ func TestOversizedTokenWarning(t *testing.T) {
 	}
 	if logs.FilterMessage("access token too large for a cookie; browsers may drop it: use fewer custom claims").Len() != 1 {
 		t.Error("no warning for an access token too large for a cookie")
+	}
+}
+
+// TestFormLoginAnswersNonHTMLClientsInText: a form post from a client that
+// did not ask for HTML (curl -d) gets, with the same 303 and Location, a
+// short text saying what happened and where it goes; a browser (Accept
+// text/html) gets the bare redirect it follows.
+func TestFormLoginAnswersNonHTMLClientsInText(t *testing.T) {
+	ta, _, _ := inProcessHandler(t)
+	post := func(password, accept string) *httptest.ResponseRecorder {
+		r := formRequest("POST", "/authentication", url.Values{"username": {"alice"}, "password": {password}, "redirect": {"/private/"}})
+		if accept != "" {
+			r.Header.Set("Accept", accept)
+		}
+		return serveRequest(t, ta, r)
+	}
+	for _, c := range []struct {
+		name, password, location string
+		says                     []string
+	}{
+		{"signed in", "alice-password", "/private/", []string{"Signed in as alice", "access_token and refresh_token cookies", "Going on to /private/", "application/json"}},
+		{"wrong password", "nope", "/authentication?error=invalid_login&redirect=%2Fprivate%2F", []string{"Not signed in: Wrong username or password", "Going on to /authentication?error=invalid_login"}},
+	} {
+		w := post(c.password, "*/*")
+		body := w.Body.String()
+		if w.Code != http.StatusSeeOther || w.Header().Get("Location") != c.location || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+			t.Errorf("%s, curl: %d %v", c.name, w.Code, w.Header())
+		}
+		for _, want := range c.says {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s, curl: body does not say %q: %q", c.name, want, body)
+			}
+		}
+		if strings.Contains(body, "alice-password") {
+			t.Errorf("%s: the body shows the password", c.name)
+		}
+		if w := post(c.password, "text/html,application/xhtml+xml,*/*;q=0.8"); w.Code != http.StatusSeeOther ||
+			w.Header().Get("Location") != c.location || w.Body.Len() != 0 {
+			t.Errorf("%s, browser: %d %v %q", c.name, w.Code, w.Header(), w.Body)
+		}
+	}
+}
+
+// TestLoginPageKeepsTypedLoginName: after a wrong password the login page
+// shows the user field as typed, HTML-escaped, never the password; the
+// name travels in an endpoint-only cookie (not the URL) that the page
+// clears; a plain visit fills in nothing.
+func TestLoginPageKeepsTypedLoginName(t *testing.T) {
+	ta, _, _ := inProcessHandler(t)
+	typed := `<script>alert("x")</script>' "al"`
+	w := serveRequest(t, ta, formRequest("POST", "/authentication", url.Values{"username": {typed}, "password": {"secret-typed"}}))
+	loc := w.Header().Get("Location")
+	if w.Code != http.StatusSeeOther || strings.Contains(loc, "script") || strings.Contains(loc, "username") {
+		t.Fatalf("failed login: %d %s", w.Code, loc)
+	}
+	var remembered *http.Cookie
+	for _, c := range w.Result().Cookies() {
+		if c.Name == loginNameCookieName {
+			remembered = c
+		}
+	}
+	if remembered == nil || remembered.Path != "/authentication" || !remembered.HttpOnly || remembered.SameSite != http.SameSiteStrictMode ||
+		strings.Contains(remembered.Value, "secret") {
+		t.Fatalf("login name cookie: %+v", remembered)
+	}
+	page := serveRequest(t, ta, formRequest("GET", loc, nil, remembered))
+	body := page.Body.String()
+	wantValue := `value="&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&#39; &#34;al&#34;"`
+	if page.Code != http.StatusOK || !strings.Contains(body, wantValue) || strings.Contains(body, "<script>alert") || strings.Contains(body, "secret-typed") {
+		t.Fatalf("login page after a wrong password: %d, want %s in\n%s", page.Code, wantValue, body)
+	}
+	if !strings.Contains(body, `autocomplete="current-password" required autofocus`) {
+		t.Errorf("the password field should have the focus when the name is filled in")
+	}
+	cleared := false
+	for _, c := range page.Result().Cookies() {
+		cleared = cleared || c.Name == loginNameCookieName && c.MaxAge < 0
+	}
+	if !cleared {
+		t.Errorf("the page did not clear the login name cookie: %v", page.Header()["Set-Cookie"])
+	}
+	if body := serveRequest(t, ta, formRequest("GET", "/authentication", nil)).Body.String(); !strings.Contains(body, `id="username" name="username" type="text"`) ||
+		strings.Contains(body, "value=\"&lt;") {
+		t.Errorf("a plain visit shows a name")
 	}
 }

@@ -139,6 +139,8 @@ func (ta *TokenAuth) authenticate(r *http.Request, req *authRequest) (*authResul
 		return ta.reauthenticate(r, req.AccessToken)
 	case req.Strategy == "totp":
 		return ta.completeSecondFactor(r, req.MFAToken, req.Code, req.RecoveryCode)
+	case req.Strategy == "passkey" && req.MFAToken != "":
+		return ta.completeWithPasskey(r, req.MFAToken, req.Credential) // mfa_passkey.go
 	case req.Strategy == "passkey":
 		return ta.passkeyLogin(r, req.Credential)
 	default:

@@ -133,6 +133,12 @@ func isNavigation(r *http.Request) bool {
 	if r.Header.Get("Authorization") != "" {
 		return false
 	}
+	return acceptsHTML(r)
+}
+
+// acceptsHTML says whether the client asked for HTML (browsers do; curl,
+// fetch and API clients do not unless told to).
+func acceptsHTML(r *http.Request) bool {
 	return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "text/html")
 }
 

@@ -113,13 +113,20 @@ func newKeyRingFrom(signer *jwtKey, verify []KeyConfig) (*keyRing, error) {
 
 // loadKey turns a key config into a key; placeholders in the key are replaced.
 func loadKey(kc KeyConfig, forSigning bool) (*jwtKey, error) {
-	material := caddy.NewReplacer().ReplaceKnown(kc.Key, "")
 	alg := strings.ToLower(kc.Algorithm)
+	material, err := resolvePlaceholders(alg+" key", kc.Key)
+	if err != nil {
+		return nil, err
+	}
 	var k *jwtKey
 	switch alg {
 	case "hs256":
 		if len(material) < minHMACSecret {
-			return nil, fmt.Errorf("hs256 secret is %d bytes; at least %d are required", len(material), minHMACSecret)
+			from := ""
+			if material != kc.Key {
+				from = " (from " + kc.Key + ")"
+			}
+			return nil, fmt.Errorf("hs256 secret%s is %d bytes; at least %d are required", from, len(material), minHMACSecret)
 		}
 		secret := []byte(material)
 		k = &jwtKey{kid: hmacKID(secret), method: jwt.SigningMethodHS256, sign: secret, verify: secret}
@@ -145,6 +152,19 @@ func loadKey(kc KeyConfig, forSigning bool) (*jwtKey, error) {
 		}
 	}
 	return k, nil
+}
+
+// resolvePlaceholders replaces the placeholders of a config value (such as
+// {env.SECRET} or {file./run/secret}). A value written as placeholders
+// that all resolve to nothing is an error naming them: an unset
+// environment variable would otherwise surface as "0 bytes" or "a file is
+// required", far from its cause.
+func resolvePlaceholders(what, raw string) (string, error) {
+	resolved := caddy.NewReplacer().ReplaceKnown(raw, "")
+	if resolved == "" && raw != "" {
+		return "", fmt.Errorf("the %s %s is empty or unset: its placeholder resolved to nothing (is the environment variable or file there for the Caddy process?)", what, raw)
+	}
+	return resolved, nil
 }
 
 // readPEMMaterial returns PEM text given either inline or as a file path.

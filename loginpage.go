@@ -3,6 +3,7 @@ package tokenauth
 import (
 	"bytes"
 	_ "embed"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"io"
@@ -10,6 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 )
@@ -70,6 +74,10 @@ type LoginPageData struct {
 	// PasswordLogin says whether to show the password form: false when the
 	// realm has no password users but has identity providers.
 	PasswordLogin bool
+	// Username is what was typed in the user field (username or email) of
+	// the failed attempt that led here, to fill it in again: put it in the
+	// field's value attribute. Never the password; "" otherwise.
+	Username string
 }
 
 // LoginPageProvider is one identity provider button of the login page.
@@ -113,7 +121,7 @@ func loadLoginPage(path string) (*template.Template, error) {
 	sample := LoginPageData{Action: "/authentication", Redirect: "/", Error: "x", ErrorCode: "invalid_login",
 		Notice: "x", NoticeCode: "signed_out", Host: "example.com", Realm: "default", Endpoint: "/authentication",
 		Passkeys: true, ScriptURL: "/authentication/passkeys.js",
-		IdentityProviders: []LoginPageProvider{{Name: "example", Label: "Example", URL: "/authentication/idp/example"}}, PasswordLogin: true}
+		IdentityProviders: []LoginPageProvider{{Name: "example", Label: "Example", URL: "/authentication/idp/example"}}, PasswordLogin: true, Username: "x"}
 	if err := tmpl.Execute(io.Discard, sample); err != nil {
 		return nil, fmt.Errorf("login_page %s: %w", path, err)
 	}
@@ -167,6 +175,7 @@ func (ta *TokenAuth) serveLoginPage(w http.ResponseWriter, r *http.Request) erro
 	if msg, ok := loginNotices[q.Get("notice")]; ok {
 		data.Notice, data.NoticeCode = msg, q.Get("notice")
 	}
+	data.Username = ta.takeLoginName(w, r)
 	if ta.loginTemplate == nil {
 		return ta.writePage(w, r, http.StatusOK, builtinLoginTemplate, data, builtinLoginCSP)
 	}
@@ -193,4 +202,51 @@ func (ta *TokenAuth) writePage(w http.ResponseWriter, r *http.Request, status in
 	}
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// After a failed form login the login page shows the user field as it was
+// typed (never the password). The name goes from the POST to the page
+// shown next (its 303) in a cookie only the endpoint sees, not in the
+// URL, where it would reach access logs and the browser's history; the
+// page that shows it clears it.
+const (
+	loginNameCookieName = "login_name"
+	loginNameTTL        = 5 * time.Minute
+	// maxLoginNameLength bounds a remembered name, in bytes.
+	maxLoginNameLength = 256
+)
+
+// loginNameOf is what a login form's user field held.
+func loginNameOf(form url.Values) string {
+	if name := strings.TrimSpace(form.Get("username")); name != "" {
+		return name
+	}
+	return strings.TrimSpace(form.Get("email"))
+}
+
+// rememberLoginName keeps name for the login page shown next.
+func (ta *TokenAuth) rememberLoginName(w http.ResponseWriter, r *http.Request, name string) {
+	if name == "" || len(name) > maxLoginNameLength {
+		return
+	}
+	http.SetCookie(w, ta.loginNameCookie(r, base64.RawURLEncoding.EncodeToString([]byte(name)), int(loginNameTTL/time.Second)))
+}
+
+// takeLoginName returns the remembered name, if any, and forgets it.
+func (ta *TokenAuth) takeLoginName(w http.ResponseWriter, r *http.Request) string {
+	raw := cookieValue(r, loginNameCookieName)
+	if raw == "" {
+		return ""
+	}
+	http.SetCookie(w, ta.loginNameCookie(r, "", -1))
+	name, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil || len(name) > maxLoginNameLength || !utf8.Valid(name) {
+		return ""
+	}
+	return string(name) // html/template escapes it
+}
+
+func (ta *TokenAuth) loginNameCookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: loginNameCookieName, Value: value, Path: ta.Endpoint, MaxAge: maxAge,
+		HttpOnly: true, Secure: secureRequest(r), SameSite: http.SameSiteStrictMode}
 }

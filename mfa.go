@@ -54,6 +54,9 @@ var mfaLoginTTL = 5 * time.Minute
 type pendingLogin struct {
 	User string    `json:"user"`
 	At   time.Time `json:"at"`
+	// Methods are the second factors the login offered (the code page
+	// shows those).
+	Methods []string `json:"methods,omitempty"`
 }
 
 // mfaTokenKey is the KV key of an mfa_token: its hash, so that what the
@@ -84,24 +87,43 @@ func errInvalidCode() *apiError {
 	return e
 }
 
-// secondFactorMethods lists the second factors user has set up, in the
-// order the login offers them; empty when the password is enough.
+// secondFactorMethods lists the second factors a password login of user
+// asks for, in the contract's order (totp, passkey); empty when the
+// password is enough. An authenticator app is always asked for once set
+// up. A passkey is asked for only where this directive has `require mfa`:
+// a passkey is also a way to sign in on its own, so a realm that does not
+// need two factors lets its owner use the password alone. The directive
+// that answers the login decides (not any directive of the realm): where
+// only some routes need two factors (`require mfa` on another directive),
+// the step-up page asks for the passkey when one of them is visited.
 func (ta *TokenAuth) secondFactorMethods(ctx context.Context, user *User) ([]string, error) {
-	if ta.totp == nil {
-		return nil, nil
+	var methods []string
+	if ta.totp != nil {
+		enrolled, err := ta.totp.enrolled(ctx, ta.realm.store, user.ID)
+		if err != nil {
+			return nil, err
+		}
+		if enrolled {
+			methods = append(methods, "totp")
+		}
 	}
-	enrolled, err := ta.totp.enrolled(ctx, ta.realm.store, user.ID)
-	if err != nil || !enrolled {
-		return nil, err
+	if ta.RequireMFA && ta.passkeysOn() {
+		recs, err := ta.passkeys(ctx, user.ID)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) > 0 {
+			methods = append(methods, "passkey")
+		}
 	}
-	return []string{"totp"}, nil
+	return methods, nil
 }
 
 // beginSecondFactor is the end of a password login for a user with a
 // second factor: no session yet, a single-use mfa_token instead.
 func (ta *TokenAuth) beginSecondFactor(r *http.Request, user *User, methods []string) error {
 	token := randomID()
-	value, err := json.Marshal(pendingLogin{User: user.ID, At: ta.now()})
+	value, err := json.Marshal(pendingLogin{User: user.ID, At: ta.now(), Methods: methods})
 	if err != nil {
 		return err
 	}
@@ -120,39 +142,61 @@ func (ta *TokenAuth) beginSecondFactor(r *http.Request, user *User, methods []st
 // the user and the client IP, as a wrong password does; the right one
 // consumes it and opens the session.
 func (ta *TokenAuth) completeSecondFactor(r *http.Request, mfaToken, code, recoveryCode string) (*authResult, error) {
-	ctx := r.Context()
 	if mfaToken == "" || (code == "") == (recoveryCode == "") {
 		return nil, newAPIError(http.StatusBadRequest, "Send mfa_token and either code or recovery_code")
 	}
-	raw, found, err := ta.realm.store.GetTemp(ctx, mfaTokenKey(mfaToken))
+	_, user, err := ta.pendingLogin(r.Context(), mfaToken)
 	if err != nil {
 		return nil, err
 	}
-	var pending pendingLogin
-	if !found || json.Unmarshal(raw, &pending) != nil {
-		ta.countSecondFactor("login", "invalid_token")
-		return nil, errNotAuthenticated()
-	}
-	user := ta.users.byID(pending.User)
-	if user == nil || ta.totp == nil {
+	if ta.totp == nil {
 		return nil, errNotAuthenticated()
 	}
 	if err := ta.checkSecondFactor(r, user, code, recoveryCode); err != nil {
 		return nil, err
 	}
-	if _, found, err := ta.realm.store.TakeTemp(ctx, mfaTokenKey(mfaToken)); err != nil {
+	return ta.finishSecondFactor(r, mfaToken, user, "totp", amrPasswordOTP)
+}
+
+// pendingLogin is the login an mfa_token stands for, and its user; a
+// missing, expired or spent token, or a user since removed, is 401.
+func (ta *TokenAuth) pendingLogin(ctx context.Context, mfaToken string) (*pendingLogin, *User, error) {
+	if mfaToken == "" {
+		return nil, nil, errNotAuthenticated()
+	}
+	raw, found, err := ta.realm.store.GetTemp(ctx, mfaTokenKey(mfaToken))
+	if err != nil {
+		return nil, nil, err
+	}
+	var pending pendingLogin
+	if !found || json.Unmarshal(raw, &pending) != nil {
+		ta.countSecondFactor("login", "invalid_token")
+		return nil, nil, errNotAuthenticated()
+	}
+	user := ta.users.byID(pending.User)
+	if user == nil {
+		return nil, nil, errNotAuthenticated()
+	}
+	return &pending, user, nil
+}
+
+// finishSecondFactor ends a login whose second factor (method, signing in
+// with amr) was accepted: the mfa_token is spent, once, and the session
+// opened.
+func (ta *TokenAuth) finishSecondFactor(r *http.Request, mfaToken string, user *User, method string, amr []string) (*authResult, error) {
+	if _, found, err := ta.realm.store.TakeTemp(r.Context(), mfaTokenKey(mfaToken)); err != nil {
 		return nil, err
 	} else if !found {
 		return nil, errNotAuthenticated() // spent by a concurrent request meanwhile
 	}
-	session, err := ta.openSession(r, user, slices.Clone(amrPasswordOTP))
+	session, err := ta.openSession(r, user, slices.Clone(amr))
 	if err != nil {
 		return nil, err
 	}
 	ta.countLogin("success")
 	ta.logger.Info("login succeeded", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
 		zap.String("user", user.ID), zap.String("sid", session.ID), zap.Strings("amr", session.AMR))
-	return ta.issuePair(user, session, "totp")
+	return ta.issuePair(user, session, method)
 }
 
 // checkSecondFactor verifies a TOTP code or a recovery code of user,

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,9 +44,11 @@ type mfaPageData struct {
 	TOTP         *totpSection
 	// NoTOTP leaves the code forms out (a step-up with a passkey only).
 	NoTOTP bool
-	// Passkey offers the step-up with a passkey (passkeys.js, served
-	// from ScriptURL, drives the ceremony against Endpoint).
+	// Passkey offers a passkey as the factor (passkeys.js, served from
+	// ScriptURL, drives the ceremony against Endpoint), with a button
+	// saying PasskeyLabel.
 	Passkey             bool
+	PasskeyLabel        string
 	Endpoint, ScriptURL string
 }
 
@@ -129,7 +132,8 @@ func (ta *TokenAuth) codeErrorCode(r *http.Request, err error) string {
 func (ta *TokenAuth) startCodePage(w http.ResponseWriter, r *http.Request, token, redirect string) error {
 	http.SetCookie(w, &http.Cookie{Name: mfaCookieName, Value: token, Path: ta.Endpoint, MaxAge: int(mfaLoginTTL / time.Second),
 		HttpOnly: true, Secure: secureRequest(r), SameSite: http.SameSiteStrictMode})
-	return redirectTo(w, ta.pageURL("/mfa", redirect, ""), http.StatusSeeOther)
+	return redirectWithNote(w, r, ta.pageURL("/mfa", redirect, ""), "Not signed in yet: a second factor is needed, on the code page "+
+		"(the mfa_token cookie of this answer carries the login there; API clients POST JSON and get the mfa_token in the body).")
 }
 
 // mfaTokenOf returns the mfa_token of a login answered "mfa_required".
@@ -146,15 +150,28 @@ func mfaTokenOf(err error) (string, bool) {
 	return token, ok
 }
 
+// serveCodePage shows the second step of a login: the forms of the
+// methods it offered (a code, a passkey).
 func (ta *TokenAuth) serveCodePage(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	if cookieValue(r, mfaCookieName) == "" {
-		return redirectTo(w, ta.loginPageURL(q.Get("redirect"), "mfa_expired", ""), http.StatusSeeOther)
+	pending, _, err := ta.pendingLogin(r.Context(), cookieValue(r, mfaCookieName))
+	if err != nil {
+		if apiErr := (*apiError)(nil); errors.As(err, &apiErr) && apiErr.Code == http.StatusUnauthorized {
+			return redirectTo(w, ta.loginPageURL(q.Get("redirect"), "mfa_expired", ""), http.StatusSeeOther)
+		}
+		return ta.answerError(w, r, err)
 	}
-	return ta.renderMFA(w, r, "code_page", &mfaPageData{
+	totpOn := slices.Contains(pending.Methods, "totp")
+	data := &mfaPageData{
 		Title: "Two-step verification", Intro: "Enter the code from your authenticator app to sign in to",
 		Action: ta.Endpoint + "/mfa", Redirect: sanitizeRedirect(q.Get("redirect")), Error: codeErrors[q.Get("error")],
-	})
+		NoTOTP: !totpOn, Passkey: slices.Contains(pending.Methods, "passkey") && ta.passkeysOn(), PasskeyLabel: "Use a passkey",
+		Endpoint: ta.Endpoint, ScriptURL: ta.Endpoint + passkeyScriptPath,
+	}
+	if !totpOn {
+		data.Intro = "Confirm with your passkey to sign in to"
+	}
+	return ta.renderMFA(w, r, "code_page", data)
 }
 
 // handleCodeForm is the code page's form: the session's cookies and the
@@ -169,7 +186,14 @@ func (ta *TokenAuth) handleCodeForm(w http.ResponseWriter, r *http.Request) erro
 	}
 	redirect := sanitizeRedirect(form.Get("redirect"))
 	token := cookieValue(r, mfaCookieName)
-	res, err := ta.completeSecondFactor(r, token, strings.TrimSpace(form.Get("code")), strings.TrimSpace(form.Get("recovery_code")))
+	var res *authResult
+	if credential := form.Get("credential"); credential != "" { // the passkey button (passkeys.js)
+		if res, err = ta.completeWithPasskey(r, token, json.RawMessage(credential)); isInvalidLogin(err) {
+			return redirectTo(w, ta.pageURL("/mfa", redirect, "passkey_failed"), http.StatusSeeOther)
+		}
+	} else {
+		res, err = ta.completeSecondFactor(r, token, strings.TrimSpace(form.Get("code")), strings.TrimSpace(form.Get("recovery_code")))
+	}
 	var apiErr *apiError
 	switch {
 	case err == nil:
@@ -234,7 +258,8 @@ func (ta *TokenAuth) serveStepUpPage(w http.ResponseWriter, r *http.Request) err
 	data := &mfaPageData{
 		Title: "Confirm it’s you", Intro: "This page needs a second factor. Enter the code from your authenticator app for",
 		Action: ta.Endpoint + "/mfa/step-up", Redirect: redirect, Error: codeErrors[q.Get("error")],
-		NoTOTP: !totpOn, Passkey: passkeyOn, Endpoint: ta.Endpoint, ScriptURL: ta.Endpoint + passkeyScriptPath,
+		NoTOTP: !totpOn, Passkey: passkeyOn, PasskeyLabel: "Confirm with a passkey",
+		Endpoint: ta.Endpoint, ScriptURL: ta.Endpoint + passkeyScriptPath,
 	}
 	if !totpOn {
 		data.Intro = "This page needs a second factor. Confirm with your passkey for"

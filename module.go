@@ -120,7 +120,10 @@ type TokenAuth struct {
 	// (amr "mfa"). A browser page load with a one-factor session is sent
 	// to a step-up page that asks for the missing factor and comes back
 	// (to set one up first if the user has none); other requests get 403
-	// with data.reason "mfa_required". Needs `mfa totp`.
+	// with data.reason "mfa_required". A password login at this directive
+	// of a user with a passkey then asks for the passkey as well (as for an
+	// authenticator app, which is always asked for). Needs `mfa totp` or
+	// `passkeys`.
 	RequireMFA bool `json:"require_mfa,omitempty"`
 
 	// Throttle bans a user id or a client IP (as Caddy determines it,
@@ -215,8 +218,11 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	usersFile := caddy.NewReplacer().ReplaceKnown(ta.UsersFile, "")
-	ta.users, err = newUserDirectory(ta.Users, usersFile, ta.logger)
+	usersFile, err := resolvePlaceholders("users_file", ta.UsersFile) // keys.go
+	if err != nil {
+		return err
+	}
+	ta.users, err = newRealmUserDirectory(ta.Realm, ta.Users, usersFile, ta.logger)
 	if err != nil {
 		return err
 	}
@@ -255,6 +261,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	}
 	ta.relyingParties = new(relyingParties)
 	ta.warnPasskeyOnlyUsers()
+	ta.warnNoSignIn()   // users.go
 	invitations.add(ta) // passkeys_invite.go
 	return ta.provisionIdentityProviders()
 }

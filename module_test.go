@@ -25,8 +25,11 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		want string
 	}{
 		{"short secret", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "short"}, Store: mem}, "hs256 secret is 5 bytes; at least 32 are required"},
-		{"short secret from env", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_TEST_SHORT}"}, Store: mem}, "hs256 secret is 20 bytes"},
-		{"unset env secret", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_TEST_UNSET}"}, Store: mem}, "hs256 secret is 0 bytes"},
+		{"short secret from env", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_TEST_SHORT}"}, Store: mem}, "hs256 secret (from {env.TOKEN_AUTH_TEST_SHORT}) is 20 bytes"},
+		// a placeholder that resolves to nothing is named as such, not "0 bytes"
+		{"unset env secret", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs256", Key: "{env.TOKEN_AUTH_TEST_UNSET}"}, Store: mem}, "signing_key: the hs256 key {env.TOKEN_AUTH_TEST_UNSET} is empty or unset"},
+		{"unset env verify key", TokenAuth{SigningKey: key, VerifyKeys: []KeyConfig{{KID: "old", Algorithm: "ed25519", Key: "{env.TOKEN_AUTH_TEST_UNSET}"}}, Store: mem}, "verify_key old: the ed25519 key {env.TOKEN_AUTH_TEST_UNSET} is empty or unset"},
+		{"unset env users file", TokenAuth{SigningKey: key, UsersFile: "{env.TOKEN_AUTH_TEST_UNSET}", Store: mem}, "the users_file {env.TOKEN_AUTH_TEST_UNSET} is empty or unset"},
 		{"unknown algorithm", TokenAuth{SigningKey: &KeyConfig{Algorithm: "hs512", Key: testSecret}, Store: mem}, `unsupported algorithm "hs512"`},
 		{"no algorithm", TokenAuth{SigningKey: &KeyConfig{Key: testSecret}, Store: mem}, "algorithm is required"},
 		{"verify key too short", TokenAuth{SigningKey: key, VerifyKeys: []KeyConfig{{KID: "old", Algorithm: "hs256", Key: "x"}}, Store: mem}, "verify_key old: hs256 secret is 1 bytes"},

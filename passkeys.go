@@ -634,14 +634,24 @@ func (ta *TokenAuth) passkeyLogin(r *http.Request, raw json.RawMessage) (*authRe
 }
 
 // passkeyStepUp adds a passkey to a signed-in one-factor session (the
-// step-up page): an assertion answering the login ceremony's options, by
-// one of user's own passkeys, with user verification (a passkey without
-// it is one factor). A refusal counts against the client IP, as a failed
-// passkey login does, and answers 401 Invalid login.
+// step-up page).
 func (ta *TokenAuth) passkeyStepUp(r *http.Request, user *User, sid string, raw json.RawMessage) (*authResult, error) {
+	if err := ta.checkPasskeyFactor(r, user, raw); err != nil {
+		return nil, err
+	}
+	return ta.stepUpSession(r, user, sid, "passkey", "hwk", amrMFA)
+}
+
+// checkPasskeyFactor checks a passkey given as user's second factor (the
+// step-up page, the second step of a password login): an assertion
+// answering the login ceremony's options, by one of user's own passkeys,
+// with user verification (a passkey without it is one factor). A refusal
+// counts against the client IP, as a failed passkey login does, and
+// answers 401 Invalid login.
+func (ta *TokenAuth) checkPasskeyFactor(r *http.Request, user *User, raw json.RawMessage) error {
 	ip := clientIP(r)
 	if err := ta.checkIPBan(r.Context(), ip); err != nil {
-		return nil, err
+		return err
 	}
 	owner, rec, verified, err := ta.verifyPasskeyLogin(r, raw)
 	switch {
@@ -652,21 +662,21 @@ func (ta *TokenAuth) passkeyStepUp(r *http.Request, user *User, sid string, raw 
 		err = fmt.Errorf("%w: no user verification", errPasskeyRefused)
 	}
 	if errors.Is(err, errPasskeyRefused) {
-		ta.logger.Info("passkey step-up refused", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
+		ta.logger.Info("passkey as second factor refused", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
 			zap.String("user", user.ID), zap.String("reason", err.Error()))
 		ta.countSecondFactor("passkey", "failure")
 		if err := ta.countIPFailure(r.Context(), ip, "passkey"); err != nil {
-			return nil, err
+			return err
 		}
-		return nil, errInvalidLogin()
+		return errInvalidLogin()
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ta.countSecondFactor("passkey", "success")
 	ta.logger.Info("second factor accepted", zap.String("client_ip", ip), zap.String("realm", ta.Realm),
 		zap.String("user", user.ID), zap.String("method", "passkey"), zap.String("passkey", passkeyID(rec.Credential.ID)))
-	return ta.stepUpSession(r, user, sid, "passkey", "hwk", amrMFA)
+	return nil
 }
 
 // verifyPasskeyLogin checks an assertion against the login ceremony it

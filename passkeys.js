@@ -6,6 +6,8 @@
 //   account page  #passkey-add-form (a name field; registers a passkey)
 //   invite page   #invite-button (registers the invited person's first passkey)
 //   step-up page  #passkey-step-up (adds a passkey to a one-factor session)
+//   code page     #passkey-step-up too (a passkey as the second step of a
+//                 password login): the same ceremony, posted to its action
 // Without JavaScript, or without passkeys in the browser, the pages work
 // as before: the password form posts as a plain form.
 (() => {
@@ -180,9 +182,11 @@
   const noSupport = document.getElementById('passkey-unsupported');
   if (noSupport && !supported) noSupport.hidden = false;
 
-  // --- step-up page: confirm a one-factor session with a passkey ---
+  // --- step-up page and code page: a passkey as the second factor ---
   // The login ceremony's options; the form post carries the answer to the
-  // step-up page, which needs the passkey to have verified its user.
+  // page's action (the step-up page, or the code page of a password login
+  // with its mfa_token cookie), which needs the passkey to have verified
+  // its user.
   const stepUpButton = document.getElementById('passkey-step-up');
   if (stepUpButton && supported) {
     stepUpButton.hidden = false;

@@ -5,11 +5,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+	"go.uber.org/zap"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -103,18 +105,8 @@ func hashCost(hash string) string {
 // dummyHashFor returns the comparer and dummy hash matching the most common
 // cost among users (caddyauth's bcrypt fake hash when there are none).
 func dummyHashFor(users []User) (passwordComparer, []byte) {
-	counts := make(map[string]int)
-	best, bestHash := "", ""
-	for _, u := range users {
-		c := hashCost(u.Password)
-		if c == "" {
-			continue
-		}
-		counts[c]++
-		if counts[c] > counts[best] {
-			best, bestHash = c, u.Password
-		}
-	}
+	m := costMixOf(users)
+	best, bestHash := m.common, m.commonHash
 	if best == "" {
 		return caddyauth.BcryptHash{}, caddyauth.BcryptHash{}.FakeHash()
 	}
@@ -133,6 +125,92 @@ func dummyHashFor(users []User) (passwordComparer, []byte) {
 	}
 	dummyHashes.Store(best, fake)
 	return comparer, fake
+}
+
+// A dummy of the most common cost hides unknown users only from logins of
+// users of that cost: a user hashed with another algorithm or cost answers
+// measurably faster or slower than an unknown one (seen: unknown 2 ms, a
+// bcrypt cost-12 user 286 ms in a realm of cost-5 users), which tells an
+// attacker the account exists. That cannot be hidden at login time without
+// doing the slowest hash for everyone, so it is said at load, once per
+// distinct mix, with how to fix it.
+
+// maxNamedUsers bounds the user ids a mixed-cost warning names.
+const maxNamedUsers = 5
+
+// costMix is how a realm's password hashes are spread over algorithms and
+// costs; a mix has more than one.
+type costMix struct {
+	counts     map[string]int // hashCost -> users
+	common     string         // the most common: the dummy hash's
+	commonHash string         // a hash of that cost
+	others     []string       // ids of the users of the other costs, sorted
+}
+
+// costMixOf reads the mix of the users' hashes (users without a password
+// are passkey-only and never hashed).
+func costMixOf(users []User) costMix {
+	m := costMix{counts: make(map[string]int)}
+	byCost := make(map[string][]string)
+	for _, u := range users {
+		c := hashCost(u.Password)
+		if c == "" {
+			continue
+		}
+		m.counts[c]++
+		byCost[c] = append(byCost[c], u.ID)
+		if m.counts[c] > m.counts[m.common] {
+			m.common, m.commonHash = c, u.Password
+		}
+	}
+	for c, ids := range byCost {
+		if c != m.common {
+			m.others = append(m.others, ids...)
+		}
+	}
+	slices.Sort(m.others)
+	return m
+}
+
+func (m costMix) mixed() bool { return len(m.counts) > 1 }
+
+// signature identifies a mix, to warn once per distinct one.
+func (m costMix) signature() string {
+	if !m.mixed() {
+		return ""
+	}
+	parts := make([]string, 0, len(m.counts))
+	for c, n := range m.counts {
+		parts = append(parts, c+"="+strconv.Itoa(n))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ") + " | " + strings.Join(m.others, ",")
+}
+
+// warnedCostMixes is the last mix warned about, per realm, so that a
+// reload (of the config or the users file) that sees the same mix, or a
+// second directive of the realm, says nothing new.
+var warnedCostMixes sync.Map // realm -> signature
+
+// warnMixedCosts logs, once per realm and distinct mix, that the realm's
+// users have hashes of different algorithms or costs, what that reveals
+// and how to fix it.
+func warnMixedCosts(logger *zap.Logger, realm string, users []User) {
+	m := costMixOf(users)
+	sig := m.signature()
+	if prev, _ := warnedCostMixes.Swap(realm, sig); prev == sig || sig == "" {
+		return
+	}
+	named := m.others
+	if len(named) > maxNamedUsers {
+		named = named[:maxNamedUsers]
+	}
+	logger.Warn("users have password hashes of different algorithms or costs: by timing a login, anyone can tell "+
+		"which accounts exist and which have another cost (an unknown user is checked against a dummy hash of the "+
+		"most common cost); give those users a hash of the common cost: `caddy token-auth-users update <id> --password`, "+
+		"or rehash them all alike",
+		zap.String("realm", realm), zap.Any("hash_costs", m.counts), zap.String("common_cost", m.common),
+		zap.Int("other_cost_users", len(m.others)), zap.Strings("other_cost_user_ids", named))
 }
 
 // makeDummyHash hashes a random password with the same algorithm and

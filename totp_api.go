@@ -21,8 +21,9 @@ import (
 // handled is false for everything else.
 func (ta *TokenAuth) serveMFAEndpoint(w http.ResponseWriter, r *http.Request, sub string) (handled bool, err error) {
 	if ta.totp == nil {
-		// without TOTP, the step-up page still offers passkeys
-		if sub == "/mfa/step-up" && ta.passkeysOn() && ta.cookiesEnabled() {
+		// without TOTP, the step-up page and the code page (the second
+		// step of a password login under require mfa) still offer passkeys
+		if (sub == "/mfa/step-up" || sub == "/mfa") && ta.passkeysOn() && ta.cookiesEnabled() {
 			return ta.serveMFAPages(w, r, sub)
 		}
 		return false, nil

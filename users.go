@@ -233,10 +233,26 @@ func checkFileHasUsers(users []User) error {
 	return nil
 }
 
+// warnNoSignIn says, at provision, when nobody could ever sign in at this
+// handler: no `user`, no `users_file` and no identity provider. Passkeys
+// and passkey invitations do not count: both need a user in the list. It
+// is a warning, not an error, because such a handler still guards with the
+// tokens its keys verify (signed by another instance sharing the signing
+// key), and its login endpoint answers every attempt 401.
+func (ta *TokenAuth) warnNoSignIn() {
+	if len(ta.Users) > 0 || ta.UsersFile != "" || len(ta.IdentityProviders) > 0 {
+		return
+	}
+	ta.logger.Warn("token_auth has no users and no identity provider: nobody can sign in here, every login is refused; "+
+		"add `user` lines, a `users_file` or an `identity_provider` (the guard still accepts tokens its keys verify)",
+		zap.String("realm", ta.Realm), zap.String("endpoint", ta.Endpoint))
+}
+
 // userDirectory is the handler's view of its users: inline users plus an
 // optional users file, re-read when the file changes on disk. A broken file
 // keeps the last good list.
 type userDirectory struct {
+	realm  string // names the realm in warnings (warnMixedCosts)
 	inline []User
 	path   string
 	logger *zap.Logger
@@ -260,7 +276,12 @@ type fileStamp struct {
 const fileCheckInterval = time.Second
 
 func newUserDirectory(inline []User, path string, logger *zap.Logger) (*userDirectory, error) {
-	d := &userDirectory{inline: inline, path: path, logger: logger}
+	return newRealmUserDirectory("", inline, path, logger)
+}
+
+// newRealmUserDirectory is the user directory of a realm's handler.
+func newRealmUserDirectory(realm string, inline []User, path string, logger *zap.Logger) (*userDirectory, error) {
+	d := &userDirectory{realm: realm, inline: inline, path: path, logger: logger}
 	if err := d.load(); err != nil {
 		return nil, err
 	}
@@ -295,6 +316,7 @@ func (d *userDirectory) load() error {
 		return err
 	}
 	d.current, d.fileStamp = list, stamp
+	warnMixedCosts(d.logger, d.realm, all) // passwords.go
 	return nil
 }
 

@@ -319,3 +319,32 @@ func TestDuplicateEmailIsAConfigError(t *testing.T) {
 		t.Fatalf("not logged as broken, naming the users: %+v", logs.All())
 	}
 }
+
+// TestNoSignInIsAWarning: a handler with no users, no users file and no
+// identity provider provisions (it may only guard, with tokens signed
+// elsewhere) and warns that nobody can sign in; one with any of them does
+// not warn.
+func TestNoSignInIsAWarning(t *testing.T) {
+	ta := hs256Config("no-users")
+	provisionInProcess(t, ta) // a warning, not an error
+	warned := func(ta *TokenAuth) []observer.LoggedEntry {
+		core, logs := observer.New(zap.WarnLevel)
+		ta.logger = zap.New(core)
+		ta.warnNoSignIn()
+		return logs.FilterMessageSnippet("nobody can sign in here").All()
+	}
+	got := warned(ta)
+	if len(got) != 1 || got[0].ContextMap()["realm"] != "no-users" ||
+		!strings.Contains(got[0].Message, "`user` lines, a `users_file` or an `identity_provider`") {
+		t.Fatalf("no users: %v", got)
+	}
+	for name, ta := range map[string]*TokenAuth{
+		"user":              {Users: []User{{ID: "a", Password: testenv.Hash(t, "pw")}}},
+		"users_file":        {UsersFile: "/etc/users.json"},
+		"identity provider": {IdentityProviders: []IdentityProvider{{Name: "corp"}}},
+	} {
+		if got := warned(ta); len(got) != 0 {
+			t.Errorf("with a %s: %v", name, got)
+		}
+	}
+}

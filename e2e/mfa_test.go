@@ -129,3 +129,25 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestE2EPasskeyAsSecondFactor walks a password login under `require mfa`
+// completed with a passkey in headless Chromium with the virtual
+// authenticator (tests/browser/mfa-passkey.test.mjs): the code page offers
+// "Use a passkey", which lands on the page with amr pwd,hwk,mfa. It needs
+// what TestBrowserLoginFlow needs (test.d/setup-chromium.sh).
+func TestE2EPasskeyAsSecondFactor(t *testing.T) {
+	chromium, node := browserTools(t)
+	page := "`<!doctype html><title>Admin</title><h1 id=\"heading\">Admin</h1><p id=\"who\">{http.auth.user.id}</p><p id=\"amr\">{http.auth.user.amr}</p>`"
+	p := startCaddy(t, "", `
+	@admin path /admin /admin/*
+	token_auth @admin {
+		store bolt
+		user alice `+testenv.Hash(t, "alice-password")+`
+		passkeys
+		require mfa
+	}
+	header @admin Content-Type text/html
+	respond /admin/ `+page+`
+`, caddyOptions{Host: "localhost"})
+	runBrowserTest(t, node, "mfa-passkey.test.mjs", []string{"BASE_URL=" + p.BaseURL, "PASSWORD=alice-password", "CHROMIUM=" + chromium}, p)
+}

@@ -89,12 +89,15 @@ test('static site login flow in headless Chromium', async (t) => {
     await page.setViewportSize({ width: 960, height: 680 });
   });
 
-  await t.test('a wrong password shows an error and keeps the redirect', async () => {
+  await t.test('a wrong password shows an error and keeps the redirect and the user name', async () => {
     await page.getByLabel('Username or email').fill(user);
     await page.getByLabel('Password').fill('not-the-password');
     await Promise.all([page.waitForURL(/error=invalid_login/), page.getByRole('button', { name: 'Sign in' }).click()]);
     assert.match(await page.getByRole('alert').innerText(), /Wrong username or password/);
     assert.equal(await page.locator('input[name=redirect]').inputValue(), '/private/');
+    assert.equal(await page.getByLabel('Username or email').inputValue(), user, 'the user field was cleared');
+    assert.equal(await page.getByLabel('Password').inputValue(), '', 'the password was kept');
+    assert.ok(!page.url().includes(user), `the user name is in the URL: ${page.url()}`);
     assert.equal((await context.cookies()).length, 0, 'a failed login set cookies');
     if (process.env.SCREENSHOT_ERROR) await page.screenshot({ path: process.env.SCREENSHOT_ERROR });
   });

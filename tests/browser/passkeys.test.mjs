@@ -10,34 +10,17 @@
 // The flows run twice: on a desktop window and on a 375 px phone screen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { addAuthenticator, launch } from './chromium.mjs';
 
 const base = process.env.BASE_URL;
 const base2 = process.env.BASE_URL_2;
 const invites = (process.env.INVITE_URLS || '').split(',').filter(Boolean);
 const screenshot = process.env.SCREENSHOT;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const screens = [
   { name: 'desktop', viewport: { width: 960, height: 760 }, user: 'alice', password: 'alice-password', invite: invites[0], invited: 'carol' },
   { name: 'phone', viewport: { width: 375, height: 740 }, user: 'bob', password: 'bob-password', invite: invites[1], invited: 'dave' },
 ];
-
-// a virtual platform authenticator that verifies its user, as Touch ID does
-async function addAuthenticator(context, page) {
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
-      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
-    },
-  });
-  return { cdp, authenticatorId };
-}
 
 async function credentialsOf({ cdp, authenticatorId }) {
   return (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;
@@ -56,21 +39,7 @@ const signedOutTo = (url) => new URL(url).pathname === '/authentication';
 for (const screen of screens) {
   test(`passkeys in headless Chromium (${screen.name}, ${screen.viewport.width} px)`, async (t) => {
     assert.ok(base && base2, 'BASE_URL and BASE_URL_2 must be set');
-    const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-passkeys-'));
-    const context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: screen.viewport,
-      timeout: 60_000,
-    });
-    t.after(async () => {
-      await context.close();
-      await rm(userDataDir, { recursive: true, force: true });
-    });
-    const page = context.pages()[0] ?? (await context.newPage());
-    page.setDefaultTimeout(20_000);
+    const { context, page } = await launch(t, { prefix: 'token-auth-passkeys-', viewport: screen.viewport, timeout: 20_000 });
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });

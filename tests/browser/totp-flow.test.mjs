@@ -11,14 +11,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const base = process.env.BASE_URL;
 const screenshot = process.env.SCREENSHOT;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function base32Decode(s) {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -57,21 +53,7 @@ async function freshCode(secret) {
 const wrongCode = (secret) => totpAt(secret, currentStep() + 5);
 
 async function newContext(t) {
-  const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-totp-'));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 960, height: 760 },
-    timeout: 60_000,
-  });
-  t.after(async () => {
-    await context.close();
-    await rm(userDataDir, { recursive: true, force: true });
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(30_000);
+  const { page } = await launch(t, { prefix: 'token-auth-totp-', viewport: { width: 960, height: 760 } });
   return page;
 }
 
