@@ -582,3 +582,14 @@ func (rs *realmState) revokeFamily(ctx context.Context, sid string) ([]string, e
 	}
 	return ids, nil
 }
+
+// ssoFormAction lets the portal's forms (login, second factor, passkey)
+// end at a site: browsers apply a page's CSP form-action to every
+// redirect after the form is sent, and a sign-in through the portal ends
+// with a redirect to the site's callback.
+func (ta *TokenAuth) ssoFormAction(csp string) string {
+	if ta.SSO == nil {
+		return csp
+	}
+	return strings.Replace(csp, "form-action 'self'", "form-action 'self' "+strings.Join(ta.SSO.Sites, " "), 1)
+}

@@ -263,9 +263,29 @@ func TestSSOSiteLoginPageGoesToThePortal(t *testing.T) {
 	if w.Code != http.StatusFound || loc.Host != "login.test" || loc.Query().Get("return_to") != ssoSiteA+"/docs?x=1" {
 		t.Fatalf("got %d %s", w.Code, loc)
 	}
-	// the portal's own login page is the login page
-	if w := sr.browser().do("GET", ssoPortalOrigin+"/authentication", nil); w.Code != http.StatusOK {
-		t.Fatalf("portal login page: %d", w.Code)
+	// the portal's own login page is the login page; its forms may end at
+	// a site (browsers apply form-action to the redirects after a form)
+	w = sr.browser().do("GET", ssoPortalOrigin+"/authentication", nil)
+	if csp := w.Header().Get("Content-Security-Policy"); w.Code != http.StatusOK || !strings.Contains(csp, "form-action 'self' "+ssoSiteA+" "+ssoSiteB+";") {
+		t.Fatalf("portal login page: %d, CSP %q", w.Code, csp)
+	}
+}
+
+// TestSSOLogoutAPI: DELETE {endpoint} with a site's Bearer token revokes
+// the family too.
+func TestSSOLogoutAPI(t *testing.T) {
+	sr := newSSORealm(t)
+	b := sr.browser()
+	b.signInAt(ssoSiteA)
+	b.follow(ssoSiteB+"/private", nil)
+	w := serveTeapot(t, sr.at(ssoSiteA), pkRequest("DELETE", "/authentication", "", "Authorization", "Bearer "+b.cookie(ssoSiteA, accessCookieName)))
+	if w.Code != http.StatusOK {
+		t.Fatalf("DELETE: %d %s", w.Code, w.Body)
+	}
+	for _, page := range []string{ssoPortalOrigin + "/private", ssoSiteB + "/private"} {
+		if w := b.do("GET", page, nil); w.Code == http.StatusTeapot {
+			t.Fatalf("%s still open", page)
+		}
 	}
 }
 
