@@ -6,6 +6,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -587,4 +588,32 @@ func TestSSOConfig(t *testing.T) {
 		t.Fatalf("JSON with a path: %v", err)
 	}
 	_ = ta.Cleanup()
+}
+
+// TestSSODocsCaddyfile: the three-site Caddyfile of docs/sso.md adapts,
+// with the same sso block on the three directives and an audience each.
+func TestSSODocsCaddyfile(t *testing.T) {
+	text, err := os.ReadFile("docs/sso.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(text), "## A complete three-site Caddyfile")
+	_, rest, _ = strings.Cut(rest, "```caddyfile\n")
+	cfg, _, found := strings.Cut(rest, "```")
+	if !found {
+		t.Fatal("no Caddyfile in docs/sso.md")
+	}
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := `"sso":{"portal":"https://login.example.com","sites":["https://shop.example.com","https://blog.example.org"]}`
+	if n := strings.Count(string(out), block); n != 3 {
+		t.Fatalf("the sso block %d times, want 3:\n%s", n, out)
+	}
+	for _, aud := range []string{"login.example.com", "shop.example.com", "blog.example.org"} {
+		if !strings.Contains(string(out), `"audience":"`+aud+`"`) {
+			t.Fatalf("no audience %s", aud)
+		}
+	}
 }
