@@ -403,35 +403,20 @@ func (ta *TokenAuth) stepUpOffered() bool {
 func (ta *TokenAuth) finishSSO(w http.ResponseWriter, r *http.Request) error {
 	role, origin := ta.ssoRoleOf(r)
 	if role != ssoSite {
-		ta.countSSO("wrong_site")
-		ta.logSSORefusal(r, "not_a_site", origin)
-		return ta.ssoRefused(w, "/")
+		return ta.ssoCallbackFailed(w, r, origin, "/", "wrong_site", nil)
 	}
 	q := r.URL.Query()
 	code, reason, err := ta.takeSSOCode(r, origin, q.Get("code"), q.Get("state"))
-	if err != nil {
-		ta.countSSO("error")
-		return ta.answerError(w, r, err)
-	}
-	if reason != "" {
-		ta.countSSO(reason)
-		ta.logSSORefusal(r, reason, origin)
-		return ta.ssoRefused(w, "/")
+	if reason != "" || err != nil {
+		return ta.ssoCallbackFailed(w, r, origin, "/", reason, err)
 	}
 	user, s, reason, err := ta.openLinkedSession(r, code.SID)
-	if err != nil {
-		ta.countSSO("error")
-		return ta.answerError(w, r, err)
-	}
-	if reason != "" {
-		ta.countSSO(reason)
-		ta.logSSORefusal(r, reason, origin)
-		return ta.ssoRefused(w, code.Path)
+	if reason != "" || err != nil {
+		return ta.ssoCallbackFailed(w, r, origin, code.Path, reason, err)
 	}
 	res, err := ta.issuePair(user, s, "sso")
 	if err != nil {
-		ta.countSSO("error")
-		return ta.answerError(w, r, err)
+		return ta.ssoCallbackFailed(w, r, origin, code.Path, "", err)
 	}
 	ta.countSSO("redeemed")
 	ta.logger.Info("login succeeded", zap.String("client_ip", clientIP(r)), zap.String("realm", ta.Realm),
@@ -507,6 +492,19 @@ func (ta *TokenAuth) liveSession(ctx context.Context, sid string) (Session, bool
 		return Session{}, false, err
 	}
 	return s, !s.Revoked && !sessionExpired(s, ta.now()) && !ta.realm.revoked.has(sid), nil
+}
+
+// ssoCallbackFailed ends a callback that opened no session: a store or
+// server fault (err) is answered as such, a refusal (reason) with the
+// page, logged and counted.
+func (ta *TokenAuth) ssoCallbackFailed(w http.ResponseWriter, r *http.Request, origin, back, reason string, err error) error {
+	if err != nil {
+		ta.countSSO("error")
+		return ta.answerError(w, r, err)
+	}
+	ta.countSSO(reason)
+	ta.logSSORefusal(r, reason, origin)
+	return ta.ssoRefused(w, back)
 }
 
 // ssoRefused is the page of a sign-in that cannot be completed.

@@ -188,6 +188,12 @@ func (b *ssoBrowser) cookie(origin, name string) string {
 	return ""
 }
 
+// claims are the verified claims of the browser's access cookie at origin.
+func (b *ssoBrowser) claims(origin string) *accessClaims {
+	b.t.Helper()
+	return mustClaims(b.t, b.realm.at(origin), []*http.Cookie{{Name: accessCookieName, Value: b.cookie(origin, accessCookieName)}})
+}
+
 // assertRefused checks a refused callback: a 400 page and no session.
 func assertRefused(t *testing.T, w *httptest.ResponseRecorder) {
 	t.Helper()
@@ -238,8 +244,8 @@ func TestSSOSignInAcrossSites(t *testing.T) {
 		t.Fatalf("user %q", got)
 	}
 
-	portal := mustClaims(t, sr.at(ssoPortalOrigin), []*http.Cookie{{Name: accessCookieName, Value: b.cookie(ssoPortalOrigin, accessCookieName)}})
-	site := mustClaims(t, sr.at(ssoSiteB), []*http.Cookie{{Name: accessCookieName, Value: b.cookie(ssoSiteB, accessCookieName)}})
+	portal := b.claims(ssoPortalOrigin)
+	site := b.claims(ssoSiteB)
 	if site.SID == portal.SID || strings.Join(site.AMR, ",") != strings.Join(portal.AMR, ",") || !site.AuthTime.Equal(portal.AuthTime.Time) {
 		t.Fatalf("site session %s amr %v auth_time %v; portal %s amr %v auth_time %v", site.SID, site.AMR, site.AuthTime, portal.SID, portal.AMR, portal.AuthTime)
 	}
@@ -463,7 +469,7 @@ func TestSSOPortalRevocationRevokesFamily(t *testing.T) {
 	other.signInAt(ssoSiteA) // a second family of the same user
 	ctx := context.Background()
 	portal := sr.at(ssoPortalOrigin)
-	claims := mustClaims(t, portal, []*http.Cookie{{Name: accessCookieName, Value: b.cookie(ssoPortalOrigin, accessCookieName)}})
+	claims := b.claims(ssoPortalOrigin)
 	ids, err := portal.realm.revoke(ctx, revocation{sid: claims.SID})
 	if err != nil || len(ids) != 3 {
 		t.Fatalf("revoked %v (%v), want the portal session and two site sessions", ids, err)
@@ -502,7 +508,7 @@ func TestSSOLinkAfterPortalRevoked(t *testing.T) {
 	b := sr.browser()
 	cb := b.callbackURL(ssoSiteA)
 	portal := sr.at(ssoPortalOrigin)
-	claims := mustClaims(t, portal, []*http.Cookie{{Name: accessCookieName, Value: b.cookie(ssoPortalOrigin, accessCookieName)}})
+	claims := b.claims(ssoPortalOrigin)
 	if err := portal.revokeSession(context.Background(), claims.SID); err != nil {
 		t.Fatal(err)
 	}

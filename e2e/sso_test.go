@@ -31,7 +31,8 @@ func (s ssoSite) origin() string { return fmt.Sprintf("http://%s:%d", s.host, s.
 
 // ssoSiteBlock is the Caddyfile of one site: a public root, and private
 // pages under /private that show who is signed in, through which portal,
-// with a sign-out form.
+// with a sign-out form. Each site has its own audience, as docs/sso.md
+// advises.
 func ssoSiteBlock(site ssoSite, store string, portal ssoSite, sites ...ssoSite) string {
 	var origins []string
 	for _, s := range sites {
@@ -42,6 +43,7 @@ func ssoSiteBlock(site ssoSite, store string, portal ssoSite, sites ...ssoSite) 
 	@private path /private /private/*
 	token_auth @private {
 		realm sso-e2e
+		audience %s
 		signing_key hs256 {env.E2E_TOKEN_SECRET}
 		%s
 		user alice %s
@@ -54,7 +56,7 @@ func ssoSiteBlock(site ssoSite, store string, portal ssoSite, sites ...ssoSite) 
 	respond /private* `+"`"+`<!doctype html><title>Private</title><h1 id="who">{http.auth.user.id} at {host} via {http.auth.user.sso_portal}</h1><form method="post" action="/authentication/logout"><button>Sign out</button></form>`+"`"+` 200
 	respond "public"
 }
-`, site.origin(), store, "{ALICE_HASH}", portal.origin(), strings.Join(origins, " "))
+`, site.origin(), site.host, store, "{ALICE_HASH}", portal.origin(), strings.Join(origins, " "))
 }
 
 // startSSOCaddy starts one Caddy serving the given site blocks (all on
