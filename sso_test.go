@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Three sites of one realm, as three token_auth handlers sharing the
@@ -332,10 +335,17 @@ func TestSSOCodeForAnotherSite(t *testing.T) {
 	sr := newSSORealm(t)
 	b := sr.browser()
 	cb := b.callbackURL(ssoSiteA)
+	core, logs := observer.New(zap.InfoLevel)
+	sr.at(ssoSiteB).logger = zap.New(core)
 	atB := strings.Replace(cb, ssoSiteA, ssoSiteB, 1)
 	assertRefused(t, b.do("GET", atB, nil))
 	if ssoCount(sr.at(ssoSiteB).Realm, "wrong_site") != 1 {
 		t.Fatal("not counted as wrong_site")
+	}
+	refused := logs.FilterMessage("sso code refused").All()
+	if len(refused) != 1 || refused[0].ContextMap()["reason"] != "wrong_site" || refused[0].ContextMap()["site"] != ssoSiteB ||
+		strings.Contains(fmt.Sprint(refused[0].ContextMap()), cb[strings.Index(cb, "code=")+5:][:20]) {
+		t.Fatalf("log lines %v", logs.All())
 	}
 	assertRefused(t, b.do("GET", cb, nil))
 	// the portal is not a site either
