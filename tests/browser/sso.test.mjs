@@ -9,22 +9,11 @@
 // Chromium maps every *.test name to 127.0.0.1 (--host-resolver-rules).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, redirectChain } from './chromium.mjs';
 
 const portal = process.env.PORTAL_URL;
 const siteA = process.env.SITE_A_URL;
 const siteB = process.env.SITE_B_URL;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-
-// the URLs a navigation went through, first to last
-function redirectChain(response) {
-  const urls = [];
-  for (let req = response.request(); req; req = req.redirectedFrom()) urls.unshift(req.url());
-  return urls;
-}
 
 // whether a URL is the portal's login page
 const isPortalLogin = (u) => {
@@ -34,23 +23,7 @@ const isPortalLogin = (u) => {
 
 test('one sign-in across three sites, and single logout', async (t) => {
   assert.ok(portal && siteA && siteB, 'PORTAL_URL, SITE_A_URL and SITE_B_URL must be set');
-  const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-sso-'));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--host-resolver-rules=MAP *.test 127.0.0.1',
-    ],
-    timeout: 60_000,
-  });
-  t.after(async () => {
-    await context.close();
-    await rm(userDataDir, { recursive: true, force: true });
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(30_000);
+  const { context, page } = await launch(t, { prefix: 'token-auth-sso-', args: ['--host-resolver-rules=MAP *.test 127.0.0.1'] });
   const host = (u) => new URL(u).hostname; // Caddy's {host}
 
   await t.test("A's private page leads to the portal's login page", async () => {
