@@ -29,7 +29,7 @@ func sanitizeRedirect(target string) string {
 }
 
 // plainURLChars says whether s has only the characters a redirect target
-// may have: printable ASCII without space or backslash (browsers treat "\\"
+// may have: printable ASCII without space or backslash (browsers treat "\"
 // as "/" and drop tabs and newlines inside URLs).
 func plainURLChars(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -31,8 +32,8 @@ import (
 //	                                       session linked to the portal's, sets cookies, 303 /page
 //
 // S binds the round trip to the browser that started it (login CSRF): it
-// is a nonce with a hash of the nonce and a random value the site keeps in
-// a host-only cookie, so an attacker cannot make a victim's browser redeem
+// is a nonce with its HMAC under a random value the site keeps in a
+// host-only cookie, so an attacker cannot make a victim's browser redeem
 // the attacker's own code. The code's record holds S too, so neither can
 // be swapped for another.
 //
@@ -250,15 +251,16 @@ func (ta *TokenAuth) ssoSignInURL(w http.ResponseWriter, r *http.Request, redire
 	return ta.SSO.Portal + ta.Endpoint + "/sso?" + q.Encode()
 }
 
-// ssoState is nonce "." H(binding, nonce): only the browser holding the
+// ssoState is nonce "." HMAC(binding, nonce): only the browser holding the
 // binding cookie can present it at the callback.
 func ssoState(binding, nonce string) string {
 	return nonce + "." + ssoStateMAC(binding, nonce)
 }
 
 func ssoStateMAC(binding, nonce string) string {
-	sum := sha256.Sum256([]byte("token_auth sso state\x00" + binding + "\x00" + nonce))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	mac := hmac.New(sha256.New, []byte(binding))
+	mac.Write([]byte("token_auth sso state\x00" + nonce))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // stateOfThisBrowser says whether state was made with this browser's
