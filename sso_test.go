@@ -633,3 +633,39 @@ func TestSSODocsCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// revokingStore revokes a site session's portal session right after the
+// site session is created: the moment of a revocation that listed the
+// family just before the site session existed.
+type revokingStore struct{ Store }
+
+func (s revokingStore) Create(ctx context.Context, sess Session) error {
+	if err := s.Store.Create(ctx, sess); err != nil {
+		return err
+	}
+	if sess.Parent != "" {
+		return s.Store.Revoke(ctx, sess.Parent)
+	}
+	return nil
+}
+
+// TestSSOLinkRacingRevocation: a portal session revoked while a site
+// session is being linked to it leaves no live site session: the callback
+// looks again after creating it, and revokes it.
+func TestSSOLinkRacingRevocation(t *testing.T) {
+	sr := newSSORealm(t)
+	b := sr.browser()
+	cb := b.callbackURL(ssoSiteA)
+	rs := sr.at(ssoSiteA).realm
+	rs.store = revokingStore{rs.store}
+	assertRefused(t, b.do("GET", cb, nil))
+	sessions, err := rs.store.ListUser(context.Background(), "alice")
+	if err != nil || len(sessions) != 2 {
+		t.Fatalf("sessions %v %v", sessions, err)
+	}
+	for _, s := range sessions {
+		if !s.Revoked {
+			t.Fatalf("session %s (parent %q) is live", s.ID, s.Parent)
+		}
+	}
+}
