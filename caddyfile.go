@@ -77,6 +77,10 @@ import (
 //	        iat_window <duration>
 //	        nonce
 //	    }]
+//	    sso {                          # the same block on every directive of the realm
+//	        portal <origin>
+//	        sites  <origin...>
+//	    }
 //	}
 //
 // The fields of TokenAuth say what each option means and its
@@ -177,6 +181,8 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parsePasskeys(ta, d)
 		case "dpop":
 			err = parseDPoP(ta, d)
+		case "sso":
+			err = parseSSO(ta, d)
 		default:
 			return d.Errf("unknown token_auth option %q", d.Val())
 		}

@@ -201,7 +201,9 @@ func (ta *TokenAuth) openSessionWith(r *http.Request, user *User, signIn SignIn)
 		IdleTTL:    time.Duration(ta.IdleTTL),
 		SignIn:     signIn,
 	}
-	s.AuthTime = now
+	if s.AuthTime.IsZero() { // a site session keeps its portal session's (sso.go)
+		s.AuthTime = now
+	}
 	if err := ta.bindProof(r, &s); err != nil {
 		return Session{}, err
 	}
@@ -211,7 +213,7 @@ func (ta *TokenAuth) openSessionWith(r *http.Request, user *User, signIn SignIn)
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueSessionAccess(withSignInClaims(user, s), s, s.deadline()) // idp.go
+	access, claims, err := ta.tokens.issueSessionAccess(ta.withSSOClaims(withSignInClaims(user, s), s), s, s.deadline()) // idp.go, sso.go
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}

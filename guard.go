@@ -120,6 +120,8 @@ func (ta *TokenAuth) deny(w http.ResponseWriter, r *http.Request, bearerError st
 	location := ta.loginPageURL(target, "", "")
 	if cookieValue(r, accessCookieName) != "" && errors.Is(verifyErr, jwt.ErrTokenExpired) {
 		location = ta.Endpoint + "/refresh?" + url.Values{"redirect": {target}}.Encode()
+	} else if portal := ta.ssoSignInURL(w, r, target); portal != "" {
+		location = portal // sso.go: a site signs in at the portal
 	}
 	return redirectTo(w, location, http.StatusFound)
 }

@@ -32,6 +32,9 @@ func (ta *TokenAuth) endpointPath(path string) (string, bool) {
 
 // serveEndpoint routes a request for the endpoint by method and sub-path.
 func (ta *TokenAuth) serveEndpoint(w http.ResponseWriter, r *http.Request, sub string) error {
+	if handled, err := ta.serveSSOEndpoint(w, r, sub); handled {
+		return err
+	}
 	if handled, err := ta.serveBrowserEndpoint(w, r, sub); handled {
 		return err
 	}

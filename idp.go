@@ -567,7 +567,7 @@ func writeIdPPage(w http.ResponseWriter, status int, title, message, back string
 
 // signInClaims are set from the session (withSignInClaims), so a user
 // may not have them as custom claims. (amr is a claim of its own.)
-var signInClaims = map[string]bool{"idp": true}
+var signInClaims = map[string]bool{"idp": true, "sso_portal": true}
 
 // withSignInClaims adds the identity provider that signed the session in
 // to the user's claims as `idp` (placeholder {http.auth.user.idp}).

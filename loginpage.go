@@ -195,7 +195,7 @@ func (ta *TokenAuth) writePage(w http.ResponseWriter, r *http.Request, status in
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Content-Security-Policy", csp)
+	h.Set("Content-Security-Policy", ta.ssoFormAction(csp)) // sso.go
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return nil

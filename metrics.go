@@ -15,11 +15,12 @@ import (
 //	caddy_token_auth_reuse_detections_total{realm}       refresh tokens presented again: the session was revoked
 //	caddy_token_auth_guard_decisions_total{realm,result} accepted | no_token | invalid_token | forbidden | cross_origin | mfa_required
 //	caddy_token_auth_second_factor_total{realm,method,result} see secondFactorResults
+//	caddy_token_auth_sso_codes_total{realm,result}       see ssoResults (sso.go)
 //
 // The counters are process-wide so they keep counting across config
 // reloads; each new config's registry gets them registered once.
 var tokenAuthMetrics = struct {
-	logins, refreshes, reuse, guard, secondFactor *prometheus.CounterVec
+	logins, refreshes, reuse, guard, secondFactor, sso *prometheus.CounterVec
 }{
 	logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "token_auth", Name: "logins_total",
@@ -41,6 +42,10 @@ var tokenAuthMetrics = struct {
 		Namespace: "caddy", Subsystem: "token_auth", Name: "second_factor_total",
 		Help: "Second-factor events, by method (login: a password login needing one, totp, recovery_code, totp_setup) and result (required, success, failure, replayed, not_enrolled, throttled, invalid_token, enrolled, removed, reset, error).",
 	}, []string{"realm", "method", "result"}),
+	sso: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "token_auth", Name: "sso_codes_total",
+		Help: "Single sign-on codes, by result (issued at the portal, redeemed at a site; refused: invalid_code (unknown or used), expired_code, wrong_site, bad_state, session_ended; error).",
+	}, []string{"realm", "result"}),
 }
 
 // Result labels that exist from the start (at zero), so dashboards and
@@ -57,7 +62,7 @@ var (
 // registered there is fine.
 func registerMetrics(reg prometheus.Registerer, realm string) error {
 	m := tokenAuthMetrics
-	for _, c := range []*prometheus.CounterVec{m.logins, m.refreshes, m.reuse, m.guard, m.secondFactor} {
+	for _, c := range []*prometheus.CounterVec{m.logins, m.refreshes, m.reuse, m.guard, m.secondFactor, m.sso} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -77,6 +82,9 @@ func registerMetrics(reg prometheus.Registerer, realm string) error {
 		m.guard.WithLabelValues(realm, r)
 	}
 	m.reuse.WithLabelValues(realm)
+	for _, r := range ssoResults {
+		m.sso.WithLabelValues(realm, r)
+	}
 	return nil
 }
 

@@ -156,6 +156,10 @@ type TokenAuth struct {
 	// the account page; see PasskeysConfig. Default: off.
 	Passkeys *PasskeysConfig `json:"passkeys,omitempty"`
 
+	// SSO makes one site of the realm the sign-in portal of its other
+	// sites, on any domains: see SSOConfig and docs/sso.md. Default: none.
+	SSO *SSOConfig `json:"sso,omitempty"`
+
 	// DPoP binds sessions and their access tokens to a key pair the client
 	// holds (RFC 9449), so that a copied token is useless without the
 	// private key: see docs/dpop.md. Default: mode optional (clients that
@@ -255,6 +259,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening session store: %w", err)
 	}
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
+	if err := ta.provisionSSO(); err != nil { // sso.go
+		return err
+	}
 	ta.dpop = newDPoPVerifier(dpopCfg, ta.realm.store, func() time.Time { return ta.now() })
 	if err := ta.provisionNonces(ctx, dpopCfg); err != nil { // dpop_nonce.go
 		return err

@@ -28,6 +28,10 @@ type realmState struct {
 	// failures counts failed logins for the throttle, in Redis when the
 	// store is.
 	failures failureCounter
+
+	// families is set when a handler of the realm has sso: sessions may
+	// then be linked, and revoking one revokes its family (sso.go).
+	families atomic.Bool
 }
 
 // realmPool holds one realmState per realm and store configuration, so a
@@ -180,7 +184,8 @@ func (rs *realmState) revokedUntil(now time.Time) time.Time {
 }
 
 // revoke is the one way sessions get revoked (logout, global logout, reuse
-// detection, removed user, admin API). It records the revocation in the
+// detection, removed user, admin API); a session of a single sign-on
+// family takes its whole family with it. It records the revocation in the
 // store unless the store did already (reuse is revoked by Rotate itself),
 // and marks the sessions revoked in this process at once. Stores shared
 // between instances (Redis) publish the revocation to every other
@@ -204,6 +209,16 @@ func (rs *realmState) revoke(ctx context.Context, req revocation) ([]string, err
 	until := rs.revokedUntil(time.Now())
 	for _, sid := range sids {
 		rs.revoked.add(sid, until)
+	}
+	if req.user == "" {
+		family, err := rs.revokeFamily(ctx, req.sid) // sso.go: a portal session and its site sessions
+		for _, sid := range family {
+			rs.revoked.add(sid, until)
+		}
+		sids = append(sids, family...)
+		if err != nil {
+			return sids, err
+		}
 	}
 	return sids, nil
 }

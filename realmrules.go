@@ -23,6 +23,7 @@ import (
 type realmConfig struct {
 	store StoreConfig // resolved
 	users string      // inline users and users_file
+	sso   string      // the sso block and endpoint (sso.go)
 }
 
 // realmClaim is the first handler of a realm seen in one config, and where
@@ -34,7 +35,8 @@ type realmClaim struct {
 
 func (ta *TokenAuth) realmConfig() realmConfig {
 	users, _ := json.Marshal(ta.Users) // plain data: never fails
-	return realmConfig{store: ta.Store.resolvedOrDefault(), users: string(users) + "\x00" + ta.UsersFile}
+	return realmConfig{store: ta.Store.resolvedOrDefault(), users: string(users) + "\x00" + ta.UsersFile,
+		sso: ta.SSO.realmKey(ta.Endpoint)}
 }
 
 // conflict says how two handlers of a realm disagree, or "" when they agree.
@@ -44,6 +46,8 @@ func (c realmConfig) conflict(first realmConfig) string {
 		return fmt.Sprintf("different stores (%s, then %s)", first.store.describe(), c.store.describe())
 	case c.users != first.users:
 		return "different users (user lines or users_file)"
+	case c.sso != first.sso:
+		return fmt.Sprintf("different sso blocks (%s, then %s)", describeSSO(first.sso), describeSSO(c.sso))
 	}
 	return ""
 }
@@ -66,7 +70,7 @@ func realmConflictError(realm, how, first, second string) error {
 	if first != "" {
 		where = fmt.Sprintf(" (%s and %s)", first, second)
 	}
-	return fmt.Errorf("realm %q: two token_auth directives%s have %s; every directive naming a realm must have the same store and the same users, or name different realms", realm, where, how)
+	return fmt.Errorf("realm %q: two token_auth directives%s have %s; every directive naming a realm must have the same store, the same users and the same sso block (and endpoint), or name different realms", realm, where, how)
 }
 
 // caddyfileRealmsKey is where the Caddyfile adapter's state keeps the
@@ -129,4 +133,12 @@ func claimRealm(ctx caddy.Context, realm string, cfg realmConfig) error {
 		return realmConflictError(realm, how, "", "")
 	}
 	return nil
+}
+
+// describeSSO names a realmKey of an sso block.
+func describeSSO(key string) string {
+	if key == "" {
+		return "none"
+	}
+	return key
 }

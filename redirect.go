@@ -15,13 +15,8 @@ const maxRedirectLen = 2048
 // any control character, space or non-ASCII byte (browsers drop tabs and
 // newlines inside URLs, so "/\t/evil" would become "//evil").
 func sanitizeRedirect(target string) string {
-	if target == "" || len(target) > maxRedirectLen || target[0] != '/' {
+	if target == "" || len(target) > maxRedirectLen || target[0] != '/' || !plainURLChars(target) {
 		return "/"
-	}
-	for i := 0; i < len(target); i++ {
-		if c := target[i]; c <= ' ' || c >= 0x7f || c == '\\' {
-			return "/"
-		}
 	}
 	if strings.HasPrefix(target, "//") {
 		return "/"
@@ -31,4 +26,16 @@ func sanitizeRedirect(target string) string {
 		return "/"
 	}
 	return target
+}
+
+// plainURLChars says whether s has only the characters a redirect target
+// may have: printable ASCII without space or backslash (browsers treat "\"
+// as "/" and drop tabs and newlines inside URLs).
+func plainURLChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

@@ -8,14 +8,14 @@ import { chromium } from 'playwright-core';
 
 // launch starts Chromium with a profile of its own (named after prefix),
 // closed and removed when the test t ends, and returns its context and
-// first page.
-export async function launch(t, { prefix, viewport, timeout = 30_000 }) {
+// first page. args are more command-line switches.
+export async function launch(t, { prefix, viewport, timeout = 30_000, args = [] }) {
   const userDataDir = await mkdtemp(join(tmpdir(), prefix));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
     viewport,
     timeout: 60_000,
   });
@@ -40,4 +40,11 @@ export async function addAuthenticator(context, page) {
     },
   });
   return { cdp, authenticatorId };
+}
+
+// redirectChain is the URLs a navigation went through, first to last.
+export function redirectChain(response) {
+  const urls = [];
+  for (let req = response.request(); req; req = req.redirectedFrom()) urls.unshift(req.url());
+  return urls;
 }
