@@ -195,7 +195,20 @@ func (ta *TokenAuth) provisionSSO() error {
 		return errors.New("sso needs cookies on: the portal signs browsers in")
 	}
 	ta.realm.families.Store(true)
+	ta.warnSharedAudience()
 	return nil
+}
+
+// warnSharedAudience says, when the operator left `audience` at its
+// default (the realm), that an API token from one site of the realm is
+// accepted at every other: sso links browser sessions, and API clients
+// stay per site only when each site names its own audience.
+func (ta *TokenAuth) warnSharedAudience() {
+	if ta.Audience != ta.Realm {
+		return
+	}
+	ta.logger.Warn("sso: every site of the realm shares one audience, so an API token from one site's endpoint is accepted at every other site's guard; give each site its own `audience` to keep API tokens per site (docs/sso.md)",
+		zap.String("realm", ta.Realm), zap.String("audience", ta.Audience))
 }
 
 // ssoRole says what this request's origin is to single sign-on.

@@ -669,3 +669,21 @@ func TestSSOLinkRacingRevocation(t *testing.T) {
 		}
 	}
 }
+
+// TestSSOWarnsOfASharedAudience: with sso on and `audience` left at its
+// default, the operator is told that API tokens cross sites; a site that
+// names its own audience is not warned.
+func TestSSOWarnsOfASharedAudience(t *testing.T) {
+	warned := func(audience string) int {
+		core, logs := observer.New(zap.WarnLevel)
+		ta := &TokenAuth{Realm: "shop", Audience: audience, logger: zap.New(core)}
+		ta.warnSharedAudience()
+		return logs.FilterMessageSnippet("shares one audience").Len()
+	}
+	if n := warned("shop"); n != 1 {
+		t.Errorf("default audience: %d warnings, want 1", n)
+	}
+	if n := warned("https://a.example"); n != 0 {
+		t.Errorf("own audience: %d warnings, want 0", n)
+	}
+}
