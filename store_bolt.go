@@ -79,10 +79,22 @@ func (b *boltStore) buckets(tx *bolt.Tx) (sessions, users *bolt.Bucket) {
 	return root.Bucket(bucketSessions), root.Bucket(bucketUsers)
 }
 
-func (b *boltStore) Create(_ context.Context, s Session) error {
-	return unavailable(b.commit.do(func(tx *bolt.Tx) error {
+func (b *boltStore) Create(_ context.Context, s Session, maxLive int) (evicted []string, err error) {
+	now := time.Now()
+	err = b.commit.do(func(tx *bolt.Tx) error {
+		// may run more than once (groupCommitter): recompute evicted
+		evicted = beyondLimit(b.userSessions(tx, s.User), s.ID, maxLive, now)
+		for _, sid := range evicted {
+			if err := b.revoke(tx, sid); err != nil {
+				return err
+			}
+		}
 		return b.put(tx, s)
-	}))
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return evicted, nil
 }
 
 func (b *boltStore) put(tx *bolt.Tx, s Session) error {

@@ -234,17 +234,22 @@ func decodeSession(sid string, fields []string) (Session, error) {
 	}, nil
 }
 
-func (r *redisStore) Create(ctx context.Context, s Session) error {
+func (r *redisStore) Create(ctx context.Context, s Session, maxLive int) ([]string, error) {
 	revoked := "0"
 	if s.Revoked {
 		revoked = "1"
 	}
-	err := createScript.Run(ctx, r.client, []string{r.prefix},
+	now := time.Now()
+	evicted, err := createScript.Run(ctx, r.client, []string{r.prefix},
 		s.ID, s.User, encodeTime(s.Created), encodeTime(s.LastUsed), encodeTime(s.Expires),
 		strconv.FormatUint(s.Generation, 10), encodeTime(s.RotatedAt), revoked,
 		strconv.FormatInt(s.IdleTTL.Microseconds(), 10),
-		expiryMillis(s.deadline()), time.Now().UnixMilli(), encodeSignIn(s.SignIn)).Err()
-	return r.check(err)
+		expiryMillis(s.deadline()), now.UnixMilli(), encodeSignIn(s.SignIn),
+		maxLive, streamMinID(now)).StringSlice()
+	if err = r.check(err); err != nil {
+		return nil, err
+	}
+	return evicted, nil
 }
 
 func (r *redisStore) Get(ctx context.Context, sid string) (Session, error) {

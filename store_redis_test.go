@@ -148,7 +148,7 @@ func TestRedisOutage(t *testing.T) {
 
 	srv.Stop()
 	ops := map[string]func() error{
-		"Create":      func() error { return st.Create(ctx, newTestSession("alice", clock())) },
+		"Create":      func() error { _, err := st.Create(ctx, newTestSession("alice", clock()), 0); return err },
 		"Get":         func() error { _, err := st.Get(ctx, s.ID); return err },
 		"Rotate":      func() error { _, _, err := st.Rotate(ctx, s.ID, 1, clock(), time.Second); return err },
 		"Revoke":      func() error { return st.Revoke(ctx, s.ID) },
@@ -172,7 +172,8 @@ func TestRedisOutage(t *testing.T) {
 
 	srv.Start()
 	testenv.Eventually(t, 10*time.Second, "store usable again", func() bool {
-		return st.Create(ctx, newTestSession("alice", clock())) == nil
+		_, err := st.Create(ctx, newTestSession("alice", clock()), 0)
+		return err == nil
 	})
 	mustCreate(t, st, newTestSession("alice", clock()))
 	if n := logs.FilterMessageSnippet("reachable again").Len(); n != 1 {
@@ -190,7 +191,7 @@ func TestRedisUnreachableFailsFast(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := st.Create(ctx, newTestSession("alice", clock())); !errors.Is(err, ErrStoreUnavailable) {
+	if _, err := st.Create(ctx, newTestSession("alice", clock()), 0); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("Create: %v", err)
 	}
 	if ctx.Err() != nil {
