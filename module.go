@@ -349,10 +349,13 @@ func (ta *TokenAuth) Validate() error {
 	return nil
 }
 
-// Cleanup releases the realm's shared state; the last handler using it
-// closes the store.
+// Cleanup releases the realm's shared state (the last handler using it
+// closes the store) and the handler's hold on cached keys.
 func (ta *TokenAuth) Cleanup() error {
 	ta.stopIdentityProviders()
+	if ta.tokens != nil {
+		ta.tokens.keys.release() // keycache.go
+	}
 	if ta.realm == nil {
 		return nil
 	}
