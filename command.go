@@ -43,7 +43,8 @@ without echo when standard input is a terminal; otherwise one line is read
 from standard input: echo "$PW" | caddy token-auth-users add ...
 It is hashed with argon2id (default) or bcrypt, as caddy hash-password does.
 The file is replaced atomically (temporary file, fsync, rename) and keeps
-its permissions; a new file is created with mode 0600.
+its permissions; a new file is created with mode 0600. Edits take turns on
+the lock file <file>.lock beside it, so two runs at once lose no edit.
 `,
 		CobraFunc: setUpUsersCommand,
 	})
