@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
-	"go.uber.org/zap"
 )
 
 // liveIDs lists the ids of a user's live, unrevoked sessions.
@@ -199,20 +197,7 @@ func TestMaxSessionsDefault(t *testing.T) {
 // make room on one instance is refused by the other's guard, through the
 // store's revocation feed.
 func TestMaxSessionsRevocationReachesOtherInstances(t *testing.T) {
-	cfg := StoreConfig{Backend: "redis", URL: testenv.RedisURL(t)}
-	realm := "max-live-feed-" + randomID()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	a, err := openRealm(ctx, realm, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Destruct()
-	b, err := openRealm(ctx, realm, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Destruct()
+	a, b := twoRealmInstances(t, StoreConfig{Backend: "redis", URL: testenv.RedisURL(t)})
 	first := newTestSession("alice", clock())
 	if err := a.createSession(context.Background(), first, 1); err != nil {
 		t.Fatal(err)

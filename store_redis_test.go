@@ -296,20 +296,26 @@ func TestRealmRevocationsAcrossInstances(t *testing.T) {
 	eachRedisForm(t, testRealmRevocationsAcrossInstances)
 }
 
-func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
+// twoRealmInstances opens one realm twice on a shared store, as two Caddy
+// processes do; both close when the test ends.
+func twoRealmInstances(t *testing.T, cfg StoreConfig) (a, b *realmState) {
+	t.Helper()
 	realm := "realm-" + randomID()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	a, err := openRealm(ctx, realm, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(cancel)
+	for _, rs := range []**realmState{&a, &b} {
+		opened, err := openRealm(ctx, realm, cfg, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = opened.Destruct() })
+		*rs = opened
 	}
-	defer a.Destruct()
-	b, err := openRealm(ctx, realm, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Destruct()
+	return a, b
+}
+
+func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
+	a, b := twoRealmInstances(t, cfg)
 
 	s := mustCreate(t, a.store, newTestSession("alice", clock()))
 	other := mustCreate(t, a.store, newTestSession("alice", clock()))
@@ -329,7 +335,7 @@ func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
 	}
 	sameIDs(t, "revoked for alice", ids, []string{other.ID})
 	testenv.Eventually(t, 5*time.Second, "global logout seen by the other instance", func() bool { return a.revoked.has(other.ID) })
-	if lookupRealm(realm) != b {
+	if lookupRealm(a.name) != b {
 		t.Fatal("the registry must serve the newest realm state")
 	}
 }
