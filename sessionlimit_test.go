@@ -3,12 +3,14 @@ package tokenauth
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
+	bolt "go.etcd.io/bbolt"
 )
 
 // liveIDs lists the ids of a user's live, unrevoked sessions.
@@ -209,4 +211,85 @@ func TestMaxSessionsRevocationReachesOtherInstances(t *testing.T) {
 		t.Fatal("the creating instance must refuse the revoked session at once")
 	}
 	testenv.Eventually(t, 5*time.Second, "revocation seen by the other instance", func() bool { return b.revoked.has(first.ID) })
+}
+
+// TestLiveIndexStaysShort: the index Create reads to count a user's live
+// sessions holds only those (revoked, evicted and logged-out ones drop
+// out), so a login reads about max_sessions sessions however many revoked
+// ones the user has; a user without an index yet (sessions from before
+// it existed) gets one from the user index, and the bound still holds.
+func TestLiveIndexStaysShort(t *testing.T) {
+	type index struct {
+		st   Store
+		size func() int
+		drop func()
+	}
+	kinds := map[string]func(t *testing.T) index{
+		"bolt": func(t *testing.T) index {
+			db, err := openBoltDB(filepath.Join(t.TempDir(), "sessions.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			st, err := newBoltStore(db, "live-index")
+			if err != nil {
+				t.Fatal(err)
+			}
+			live := func(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(st.realm).Bucket(bucketLive) }
+			return index{st,
+				func() (n int) {
+					_ = db.View(func(tx *bolt.Tx) error {
+						if b := live(tx).Bucket([]byte("alice")); b != nil {
+							n = b.Stats().KeyN
+						}
+						return nil
+					})
+					return n
+				},
+				func() {
+					if err := db.Update(func(tx *bolt.Tx) error { return live(tx).DeleteBucket([]byte("alice")) }); err != nil {
+						t.Fatal(err)
+					}
+				}}
+		},
+		"redis": func(t *testing.T) index {
+			st := openTestRedis(t, StoreConfig{Backend: "redis", URL: testenv.RedisURL(t)}, "live-index-"+randomID())
+			key := st.prefix + "l:alice"
+			return index{st,
+				func() int { return int(st.client.ZCard(context.Background(), key).Val()) },
+				func() { st.client.Del(context.Background(), key) }}
+		},
+	}
+	for name, open := range kinds {
+		t.Run(name, func(t *testing.T) {
+			ix := open(t)
+			now := clock()
+			at := func(i int) Session { return newTestSession("alice", now.Add(time.Duration(i)*time.Millisecond)) }
+			var all []Session
+			for i := 0; i < 20; i++ {
+				all = append(all, at(i))
+				createLimited(t, ix.st, all[i], 3)
+			}
+			if n := ix.size(); n != 3 {
+				t.Fatalf("live index of %d entries after 20 logins with max 3", n)
+			}
+			if err := ix.st.Revoke(context.Background(), all[18].ID); err != nil { // a logout
+				t.Fatal(err)
+			}
+			s20, s21 := at(20), at(21)
+			if evicted := createLimited(t, ix.st, s20, 3); len(evicted) != 0 {
+				t.Fatalf("after a logout, Create revoked %v", evicted)
+			}
+			if n := ix.size(); n != 3 {
+				t.Fatalf("live index of %d entries after a logout and a login, want 3", n)
+			}
+
+			ix.drop()
+			sameIDs(t, "revoked when the index is built anew", createLimited(t, ix.st, s21, 3), []string{all[17].ID})
+			sameIDs(t, "live sessions", liveIDs(t, ix.st, "alice"), []string{all[19].ID, s20.ID, s21.ID})
+			if n := ix.size(); n != 3 {
+				t.Fatalf("live index of %d entries after it was built anew, want 3", n)
+			}
+		})
+	}
 }

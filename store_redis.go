@@ -25,6 +25,8 @@ import (
 //
 //	s:<sid>        hash: one session (times in Unix microseconds)
 //	u:<user>       set of the user's sids, for listing and global logout
+//	l:<user>       sorted set: the user's sids not known to be revoked or
+//	               expired -> created (µs), for max_sessions (redis/create.lua)
 //	revoked        sorted set: revoked sid -> deadline (Unix ms)
 //	revocations    stream of revocations (field "r": lines "<sid> <until ms>"),
 //	               also the name of the pub/sub channel they are published on
