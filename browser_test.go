@@ -34,11 +34,11 @@ func (f *flakyStore) failure() error {
 	return errFlaky
 }
 
-func (f *flakyStore) Create(ctx context.Context, s Session) error {
+func (f *flakyStore) Create(ctx context.Context, s Session, maxLive int) ([]string, error) {
 	if f.down.Load() {
-		return f.failure()
+		return nil, f.failure()
 	}
-	return f.memoryStore.Create(ctx, s)
+	return f.memoryStore.Create(ctx, s, maxLive)
 }
 
 func (f *flakyStore) Rotate(ctx context.Context, sid string, presented uint64, now time.Time, grace time.Duration) (Session, rotation, error) {

@@ -51,7 +51,8 @@ import (
 //	    require mfa
 //	    mfa totp [issuer <text>] [encryption_key <base64>]
 //	    throttle     <failures> <window> <ban> | off
-//	    max_concurrent_hashes <n>
+//	    max_concurrent_hashes <n>    # per realm
+//	    max_sessions <n>             # live sessions per user; default 100
 //	    token_cache  <entries>
 //
 //	    identity_provider <name> {     # repeatable
@@ -170,7 +171,9 @@ func (ta *TokenAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "throttle":
 			err = parseThrottle(ta, d)
 		case "max_concurrent_hashes":
-			err = parseMaxConcurrentHashes(ta, d)
+			err = positiveIntArg(d, &ta.MaxConcurrentHashes)
+		case "max_sessions":
+			err = positiveIntArg(d, &ta.MaxSessions)
 		case "token_cache":
 			err = parseTokenCache(ta, d)
 		case "identity_provider":
@@ -406,19 +409,6 @@ func parseThrottle(ta *TokenAuth, d *caddyfile.Dispenser) error {
 		*dst = caddy.Duration(dur)
 	}
 	ta.Throttle = cfg
-	return nil
-}
-
-// parseMaxConcurrentHashes: max_concurrent_hashes <n>
-func parseMaxConcurrentHashes(ta *TokenAuth, d *caddyfile.Dispenser) error {
-	n, raw, ok, err := intArg(d, 1)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return d.Errf("max_concurrent_hashes must be a positive whole number, got %q", raw)
-	}
-	ta.MaxConcurrentHashes = n
 	return nil
 }
 

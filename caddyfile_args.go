@@ -32,6 +32,20 @@ func intArg(d *caddyfile.Dispenser, min int) (n int, raw string, ok bool, err er
 	return n, raw, convErr == nil && n >= min, nil
 }
 
+// positiveIntArg reads `<option> <n>` with n a whole number of at least 1.
+func positiveIntArg(d *caddyfile.Dispenser, dst *int) error {
+	option := d.Val()
+	n, raw, ok, err := intArg(d, 1)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return d.Errf("%s must be a positive whole number, got %q", option, raw)
+	}
+	*dst = n
+	return nil
+}
+
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	option := d.Val()
 	var s string

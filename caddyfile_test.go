@@ -47,6 +47,7 @@ const everyOption = `token_auth {
 		login_page   /etc/caddy/login.html
 		throttle     3 5m 1h
 		max_concurrent_hashes 4
+		max_sessions 20
 		token_cache  500
 		require      role admin
 		require      role editor
@@ -95,6 +96,7 @@ func everyOptionConfig() TokenAuth {
 		LoginPage:           "/etc/caddy/login.html",
 		Throttle:            &ThrottleConfig{Failures: 3, Window: caddy.Duration(5 * time.Minute), Ban: caddy.Duration(time.Hour)},
 		MaxConcurrentHashes: 4,
+		MaxSessions:         20,
 		TokenCache:          &tokenCache,
 		RequireRoles:        []string{"admin", "editor"},
 		RequireMFA:          true,
@@ -228,6 +230,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"store etcd", "store takes"},
 		{"require role", "require takes `role <role...>`"},
 		{"require group admin", "require takes `role <role...>`"},
+		{"max_sessions", "wrong argument count"},
+		{"max_sessions 0", `max_sessions must be a positive whole number, got "0"`},
+		{"max_sessions -3", `max_sessions must be a positive whole number, got "-3"`},
+		{"max_sessions many", `max_sessions must be a positive whole number, got "many"`},
+		{"max_concurrent_hashes 0", `max_concurrent_hashes must be a positive whole number, got "0"`},
 	} {
 		t.Run(c.option, func(t *testing.T) {
 			// the bad option sits on line 3, after a valid one

@@ -43,7 +43,8 @@ without echo when standard input is a terminal; otherwise one line is read
 from standard input: echo "$PW" | caddy token-auth-users add ...
 It is hashed with argon2id (default) or bcrypt, as caddy hash-password does.
 The file is replaced atomically (temporary file, fsync, rename) and keeps
-its permissions; a new file is created with mode 0600.
+its permissions; a new file is created with mode 0600. Edits take turns on
+the lock file <file>.lock beside it, so two runs at once lose no edit.
 `,
 		CobraFunc: setUpUsersCommand,
 	})
@@ -127,35 +128,57 @@ func (e *usersEdit) run() error {
 	if e.file == "" {
 		return errors.New("--file is required")
 	}
+	if e.action == "list" {
+		users, _, err := readUsersJSON(e.file, false)
+		if err != nil {
+			return err
+		}
+		return listUsers(e.out, users)
+	}
+	// The password is asked for and hashed before the lock is taken, so a
+	// prompt or a slow hash never holds up another run; a first look at
+	// the file finds a wrong id before the password is asked for.
+	users, _, err := readUsersJSON(e.file, e.action == "add")
+	if err != nil {
+		return err
+	}
+	if _, err := e.locate(users); err != nil {
+		return err
+	}
+	hash, err := e.newPasswordHash()
+	if err != nil {
+		return err
+	}
+	unlock, err := lockUsersFile(e.file) // usersfile_lock.go
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return e.edit(hash)
+}
+
+// edit applies the change to the file as it is now (read under the lock:
+// another run may have changed it since the first look) and writes it.
+func (e *usersEdit) edit(hash string) error {
 	users, mode, err := readUsersJSON(e.file, e.action == "add")
 	if err != nil {
 		return err
 	}
-	i := indexOfUser(users, e.id)
+	i, err := e.locate(users)
+	if err != nil {
+		return err
+	}
 	switch e.action {
-	case "list":
-		return listUsers(e.out, users)
 	case "remove":
-		if i < 0 {
-			return fmt.Errorf("no user %q in %s", e.id, e.file)
-		}
 		users = append(users[:i], users[i+1:]...)
 	case "add":
-		if i >= 0 {
-			return fmt.Errorf("user %q already exists in %s (use update)", e.id, e.file)
-		}
 		users = append(users, User{ID: e.id})
 		i = len(users) - 1
 		fallthrough
 	case "update":
-		if i < 0 {
-			return fmt.Errorf("no user %q in %s (use add)", e.id, e.file)
-		}
-		if err := e.apply(&users[i]); err != nil {
+		if err := e.apply(&users[i], hash); err != nil {
 			return err
 		}
-	default:
-		return fmt.Errorf("unknown action %q", e.action)
 	}
 	// check the whole list as the running handler will, so it never
 	// meets a file it would reject
@@ -178,8 +201,32 @@ func (e *usersEdit) run() error {
 	return nil
 }
 
-// apply sets the fields given on the command line, and the password.
-func (e *usersEdit) apply(u *User) error {
+// locate finds the user the edit is about: its index for update and
+// remove (which need it to exist), -1 for add (which needs it not to).
+func (e *usersEdit) locate(users []User) (int, error) {
+	i := indexOfUser(users, e.id)
+	switch e.action {
+	case "add":
+		if i >= 0 {
+			return -1, fmt.Errorf("user %q already exists in %s (use update)", e.id, e.file)
+		}
+	case "remove":
+		if i < 0 {
+			return -1, fmt.Errorf("no user %q in %s", e.id, e.file)
+		}
+	case "update":
+		if i < 0 {
+			return -1, fmt.Errorf("no user %q in %s (use add)", e.id, e.file)
+		}
+	default:
+		return -1, fmt.Errorf("unknown action %q", e.action)
+	}
+	return i, nil
+}
+
+// apply sets the fields given on the command line, and the password's
+// hash unless it is "".
+func (e *usersEdit) apply(u *User, hash string) error {
 	if e.flags.Changed("email") {
 		u.Email = e.email
 	}
@@ -210,22 +257,26 @@ func (e *usersEdit) apply(u *User) error {
 			u.Claims[k] = v
 		}
 	}
+	if hash != "" {
+		u.Password = hash
+	}
+	return nil
+}
+
+// newPasswordHash asks for the new password, if the edit sets one, and
+// hashes it; "" when it sets none.
+func (e *usersEdit) newPasswordHash() (string, error) {
 	if !e.newPassword {
-		return nil
+		return "", nil
 	}
 	pw, err := e.readPassword()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(pw) == 0 {
-		return errors.New("the password is empty")
+		return "", errors.New("the password is empty")
 	}
-	hash, err := hashPassword(pw, e.algorithm, e.bcryptCost)
-	if err != nil {
-		return err
-	}
-	u.Password = hash
-	return nil
+	return hashPassword(pw, e.algorithm, e.bcryptCost)
 }
 
 func indexOfUser(users []User, id string) int {

@@ -207,7 +207,7 @@ func (ta *TokenAuth) openSessionWith(r *http.Request, user *User, signIn SignIn)
 	if err := ta.bindProof(r, &s); err != nil {
 		return Session{}, err
 	}
-	return s, ta.realm.store.Create(r.Context(), s)
+	return s, ta.realm.createSession(r.Context(), s, ta.maxLiveSessions()) // sessionlimit.go
 }
 
 // issuePair signs an access and a refresh token for the session's current

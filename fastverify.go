@@ -11,7 +11,6 @@ import (
 	"hash"
 	"math/big"
 	"strings"
-	"sync"
 	"unsafe"
 )
 
@@ -45,33 +44,6 @@ var b64url = base64.RawURLEncoding.Strict()
 // maxFastHeader bounds the decoded header the fast path looks at; this
 // plugin's headers are about 80 bytes.
 const maxFastHeader = 192
-
-// hmacPools keeps HMAC states per secret, so a verification allocates
-// none. It holds one pool per distinct secret ever configured.
-var hmacPools struct {
-	sync.RWMutex
-	m map[string]*sync.Pool
-}
-
-func hmacPool(secret []byte) *sync.Pool {
-	hmacPools.RLock()
-	p := hmacPools.m[string(secret)]
-	hmacPools.RUnlock()
-	if p != nil {
-		return p
-	}
-	hmacPools.Lock()
-	defer hmacPools.Unlock()
-	if p = hmacPools.m[string(secret)]; p == nil {
-		key := append([]byte(nil), secret...)
-		p = &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
-		if hmacPools.m == nil {
-			hmacPools.m = make(map[string]*sync.Pool)
-		}
-		hmacPools.m[string(key)] = p
-	}
-	return p
-}
 
 // fastVerifyAccess returns the claims of raw if the fast path can accept
 // it, else ok == false: the caller must then use verifyAccess.
@@ -179,9 +151,8 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 
 // fastVerifyHS256 checks an HS256 signature (constant-time comparison).
 func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
-	secret, isSecret := key.verify.([]byte)
-	if !isSecret {
-		return false
+	if _, isSecret := key.verify.([]byte); !isSecret || key.mac == nil {
+		return false // key.mac: keycache.go; a key without one takes the full path
 	}
 	var sig [sha256.Size]byte
 	if b64url.DecodedLen(len(sigSeg)) != len(sig) {
@@ -190,13 +161,12 @@ func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
 	if n, err := b64url.Decode(sig[:], bytesView(sigSeg)); err != nil || n != len(sig) {
 		return false
 	}
-	pool := hmacPool(secret)
-	mac := pool.Get().(hash.Hash)
+	mac := key.mac.Get().(hash.Hash)
 	mac.Reset()
 	_, _ = mac.Write(bytesView(signingInput))
 	var sum [sha256.Size]byte
 	good := hmac.Equal(mac.Sum(sum[:0]), sig[:])
-	pool.Put(mac)
+	key.mac.Put(mac)
 	return good
 }
 

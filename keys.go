@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
@@ -64,6 +65,10 @@ type jwtKey struct {
 	// jwk is the public key as a JWK (without kid); nil for HMAC keys,
 	// which are never published.
 	jwk *publicJWK
+	// mac holds HMAC states under an HS256 secret (keycache.go); release
+	// gives back the key's reference to the shared caches.
+	mac     *sync.Pool
+	release func()
 }
 
 // keyRing holds the key that signs new tokens and every key that verifies,
@@ -86,28 +91,32 @@ func newKeyRing(signing KeyConfig, verify []KeyConfig) (*keyRing, error) {
 	return newKeyRingFrom(signer, verify)
 }
 
-// newKeyRingFrom builds a ring around an already loaded signing key.
-func newKeyRingFrom(signer *jwtKey, verify []KeyConfig) (*keyRing, error) {
+// newKeyRingFrom builds a ring around an already loaded signing key. The
+// ring owns the keys: on error, their cache references are given back.
+func newKeyRingFrom(signer *jwtKey, verify []KeyConfig) (_ *keyRing, err error) {
 	ring := &keyRing{byKID: make(map[string]*jwtKey)}
 	ring.signer = signer
 	ring.byKID[signer.kid] = signer
 	ring.ordered = append(ring.ordered, signer)
+	defer func() {
+		if err != nil {
+			ring.release()
+		}
+	}()
 	for _, vc := range verify {
 		k, err := loadKey(vc, false)
 		if err != nil {
 			return nil, fmt.Errorf("verify_key %s: %w", vc.KID, err)
 		}
+		ring.ordered = append(ring.ordered, k)
 		if _, dup := ring.byKID[k.kid]; dup {
 			return nil, fmt.Errorf("verify_key %s: kid already used", k.kid)
 		}
 		ring.byKID[k.kid] = k
-		ring.ordered = append(ring.ordered, k)
 	}
-	jwks, err := buildJWKS(ring.ordered)
-	if err != nil {
+	if ring.jwks, err = buildJWKS(ring.ordered); err != nil {
 		return nil, err
 	}
-	ring.jwks = jwks
 	return ring, nil
 }
 
@@ -130,6 +139,7 @@ func loadKey(kc KeyConfig, forSigning bool) (*jwtKey, error) {
 		}
 		secret := []byte(material)
 		k = &jwtKey{kid: hmacKID(secret), method: jwt.SigningMethodHS256, sign: secret, verify: secret}
+		k.mac, k.release = acquireHMACStates(secret) // keycache.go
 	case "ed25519", "es256", "rs256":
 		pemData, err := readPEMMaterial(material)
 		if err != nil {
@@ -184,23 +194,25 @@ func readPEMMaterial(material string) ([]byte, error) {
 
 // asymmetricKeyFromPEM parses a PEM key for alg and checks that it is the
 // kind of key alg needs. A signing key must be private.
+// The key holds a reference to the parsed-key cache (keycache.go).
 func asymmetricKeyFromPEM(alg string, pemData []byte, forSigning bool) (*jwtKey, error) {
-	k, ok := parsedKeys.get(alg, pemData)
-	if !ok {
+	k, release, err := acquireParsedKey(alg, pemData, func() (*jwtKey, error) {
 		priv, pub, err := parsePEMKey(pemData)
 		if err != nil {
 			return nil, err
 		}
-		k, err = newAsymmetricKey(alg, priv, pub)
-		if err != nil {
-			return nil, err
-		}
-		parsedKeys.put(alg, pemData, k)
+		return newAsymmetricKey(alg, priv, pub)
+	})
+	if err != nil {
+		return nil, err
 	}
 	if forSigning && k.sign == nil {
+		release()
 		return nil, errors.New("a signing key must be a private key; the PEM holds only a public key")
 	}
-	return copyKey(k), nil
+	c := copyKey(k)
+	c.release = release
+	return c, nil
 }
 
 // newAsymmetricKey checks the key's type and size against alg and builds

@@ -6,12 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"sync"
 )
 
 // parsePEMKey reads the one key in PEM data: a private key in PKCS#8
@@ -96,39 +94,4 @@ func keyKind(key any) string {
 	default:
 		return fmt.Sprintf("a %T", key)
 	}
-}
-
-// parsedKeys remembers parsed PEM keys by their content, so that a config
-// reload, or several handlers naming one key file, do not parse (and for
-// RSA, validate) the same key again. Files are still read on every
-// provisioning: a changed file is a different entry.
-var parsedKeys = &keyCache{m: make(map[string]*jwtKey)}
-
-// maxCachedKeys bounds the cache; it is emptied when full.
-const maxCachedKeys = 64
-
-type keyCache struct {
-	mu sync.Mutex
-	m  map[string]*jwtKey
-}
-
-func keyCacheID(alg string, pemData []byte) string {
-	sum := sha256.Sum256(pemData)
-	return alg + "\x00" + string(sum[:])
-}
-
-func (c *keyCache) get(alg string, pemData []byte) (*jwtKey, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k, ok := c.m[keyCacheID(alg, pemData)]
-	return k, ok
-}
-
-func (c *keyCache) put(alg string, pemData []byte, k *jwtKey) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxCachedKeys {
-		clear(c.m)
-	}
-	c.m[keyCacheID(alg, pemData)] = k
 }

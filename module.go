@@ -132,12 +132,22 @@ type TokenAuth struct {
 	// in 10m ban for 10m.
 	Throttle *ThrottleConfig `json:"throttle,omitempty"`
 
-	// MaxConcurrentHashes bounds the password verifications this handler
-	// runs at once (bcrypt and argon2id are deliberately slow); a login that
-	// finds no free slot within a short wait gets 503 with Retry-After, so a
-	// login flood cannot starve the guarded site. Default: half the number
-	// of CPUs, at least 1.
+	// MaxConcurrentHashes bounds the password verifications the realm runs
+	// at once in this Caddy process (bcrypt and argon2id are deliberately
+	// slow), however many token_auth directives name the realm: they share
+	// the bound, and must all give the same value. A login that finds no
+	// free slot within a short wait gets 503 with Retry-After, so a login
+	// flood cannot starve the guarded site. Default: half the number of
+	// CPUs, at least 1.
 	MaxConcurrentHashes int `json:"max_concurrent_hashes,omitempty"`
+
+	// MaxSessions bounds the live sessions of one user in the realm: a
+	// login that would make one more revokes the user's oldest session
+	// (signed out at its next page load or refresh, on every instance).
+	// It caps what one person, or a leaked password, can make the session
+	// store hold. Every directive of a realm must give the same value.
+	// Default (0 or left out): 100.
+	MaxSessions int `json:"max_sessions,omitempty"`
 
 	// TokenCache is how many verified access tokens the guard remembers,
 	// so that a token seen before skips the signature check (its expiry
@@ -240,7 +250,6 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	if err := ta.throttle.validate(); err != nil {
 		return err
 	}
-	ta.hashSlots = newHashSlots(ta.MaxConcurrentHashes)
 
 	dpopCfg := ta.DPoP.resolved()
 	if err := dpopCfg.validate(); err != nil {
@@ -258,6 +267,7 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening session store: %w", err)
 	}
+	ta.hashSlots = acquireHashSlots(ta.Realm, ta.MaxConcurrentHashes) // hashslots_realm.go
 	ta.realm.useAccessTTL(time.Duration(ta.AccessTTL))
 	if err := ta.provisionSSO(); err != nil { // sso.go
 		return err
@@ -314,6 +324,9 @@ func (ta *TokenAuth) Validate() error {
 			return fmt.Errorf("%s must be positive", name)
 		}
 	}
+	if err := ta.validateMaxSessions(); err != nil {
+		return err
+	}
 	if ta.TokenCache != nil && *ta.TokenCache < 0 {
 		return fmt.Errorf("token_cache must not be negative")
 	}
@@ -336,14 +349,18 @@ func (ta *TokenAuth) Validate() error {
 	return nil
 }
 
-// Cleanup releases the realm's shared state; the last handler using it
-// closes the store.
+// Cleanup releases the realm's shared state (the last handler using it
+// closes the store) and the handler's hold on cached keys.
 func (ta *TokenAuth) Cleanup() error {
 	ta.stopIdentityProviders()
+	if ta.tokens != nil {
+		ta.tokens.keys.release() // keycache.go
+	}
 	if ta.realm == nil {
 		return nil
 	}
 	invitations.remove(ta)
+	releaseHashSlots(ta.Realm, ta.MaxConcurrentHashes)
 	return releaseRealm(ta.Realm, ta.storeCfg)
 }
 

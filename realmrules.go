@@ -24,6 +24,8 @@ type realmConfig struct {
 	store StoreConfig // resolved
 	users string      // inline users and users_file
 	sso   string      // the sso block and endpoint (sso.go)
+	// the realm's bounds, defaults filled in (sessionlimit.go, hashslots_realm.go)
+	maxSessions, maxConcurrentHashes int
 }
 
 // realmClaim is the first handler of a realm seen in one config, and where
@@ -36,7 +38,8 @@ type realmClaim struct {
 func (ta *TokenAuth) realmConfig() realmConfig {
 	users, _ := json.Marshal(ta.Users) // plain data: never fails
 	return realmConfig{store: ta.Store.resolvedOrDefault(), users: string(users) + "\x00" + ta.UsersFile,
-		sso: ta.SSO.realmKey(ta.Endpoint)}
+		sso:         ta.SSO.realmKey(ta.Endpoint),
+		maxSessions: ta.maxLiveSessions(), maxConcurrentHashes: hashSlotCount(ta.MaxConcurrentHashes)}
 }
 
 // conflict says how two handlers of a realm disagree, or "" when they agree.
@@ -48,6 +51,10 @@ func (c realmConfig) conflict(first realmConfig) string {
 		return "different users (user lines or users_file)"
 	case c.sso != first.sso:
 		return fmt.Sprintf("different sso blocks (%s, then %s)", describeSSO(first.sso), describeSSO(c.sso))
+	case c.maxSessions != first.maxSessions:
+		return fmt.Sprintf("different max_sessions (%d, then %d)", first.maxSessions, c.maxSessions)
+	case c.maxConcurrentHashes != first.maxConcurrentHashes:
+		return fmt.Sprintf("different max_concurrent_hashes (%d, then %d)", first.maxConcurrentHashes, c.maxConcurrentHashes)
 	}
 	return ""
 }
@@ -70,7 +77,7 @@ func realmConflictError(realm, how, first, second string) error {
 	if first != "" {
 		where = fmt.Sprintf(" (%s and %s)", first, second)
 	}
-	return fmt.Errorf("realm %q: two token_auth directives%s have %s; every directive naming a realm must have the same store, the same users and the same sso block (and endpoint), or name different realms", realm, where, how)
+	return fmt.Errorf("realm %q: two token_auth directives%s have %s; every directive naming a realm must have the same store, the same users, the same sso block (and endpoint), max_sessions and max_concurrent_hashes (left out means the default), or name different realms", realm, where, how)
 }
 
 // caddyfileRealmsKey is where the Caddyfile adapter's state keeps the

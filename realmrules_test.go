@@ -2,6 +2,7 @@ package tokenauth
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -24,9 +25,15 @@ func TestCaddyfileRealmConflicts(t *testing.T) {
 		{"different stores", "store memory\n\t\t" + alice, "store bolt /tmp/x.db\n\t\t" + alice, "different stores (memory, then bolt /tmp/x.db)"},
 		{"different users", "store memory\n\t\t" + alice, "store memory\n\t\tusers_file /etc/users.json", "different users"},
 		{"same config", "store memory\n\t\t" + alice, "store memory\n\t\t" + alice, ""},
+		{"different max_sessions", "store memory\n\t\tmax_sessions 5\n\t\t" + alice, "store memory\n\t\tmax_sessions 6\n\t\t" + alice, "different max_sessions (5, then 6)"},
+		{"max_sessions left out in one", "store memory\n\t\tmax_sessions 5\n\t\t" + alice, "store memory\n\t\t" + alice, "different max_sessions (5, then 100)"},
+		{"same max_sessions", "store memory\n\t\tmax_sessions 5\n\t\t" + alice, "store memory\n\t\tmax_sessions 5\n\t\t" + alice, ""},
+		{"different max_concurrent_hashes", "store memory\n\t\tmax_concurrent_hashes 2\n\t\t" + alice, "store memory\n\t\tmax_concurrent_hashes 3\n\t\t" + alice, "different max_concurrent_hashes (2, then 3)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			input := site("a.example", "shared", tc.a) + site("b.example", "shared", tc.b) + site("c.example", "other", "store memory")
+			first := site("a.example", "shared", tc.a)
+			secondLine := strings.Count(first, "\n") + 2 // the second site's token_auth line
+			input := first + site("b.example", "shared", tc.b) + site("c.example", "other", "store memory")
 			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
 			if tc.want == "" {
 				if err != nil {
@@ -35,7 +42,7 @@ func TestCaddyfileRealmConflicts(t *testing.T) {
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `realm "shared"`) ||
-				!strings.Contains(err.Error(), "Caddyfile:2") || !strings.Contains(err.Error(), "Caddyfile:11") {
+				!strings.Contains(err.Error(), "Caddyfile:2") || !strings.Contains(err.Error(), fmt.Sprintf("Caddyfile:%d", secondLine)) {
 				t.Fatalf("got %v, want an error naming realm, both lines and %q", err, tc.want)
 			}
 		})

@@ -639,14 +639,15 @@ func TestSSODocsCaddyfile(t *testing.T) {
 // family just before the site session existed.
 type revokingStore struct{ Store }
 
-func (s revokingStore) Create(ctx context.Context, sess Session) error {
-	if err := s.Store.Create(ctx, sess); err != nil {
-		return err
+func (s revokingStore) Create(ctx context.Context, sess Session, maxLive int) ([]string, error) {
+	evicted, err := s.Store.Create(ctx, sess, maxLive)
+	if err != nil {
+		return nil, err
 	}
 	if sess.Parent != "" {
-		return s.Store.Revoke(ctx, sess.Parent)
+		return evicted, s.Store.Revoke(ctx, sess.Parent)
 	}
-	return nil
+	return evicted, nil
 }
 
 // TestSSOLinkRacingRevocation: a portal session revoked while a site

@@ -72,8 +72,13 @@ func (s Session) deadline() time.Time {
 // Store keeps sessions. Implementations must make Rotate atomic: two
 // concurrent calls for the same session see each other's effects.
 type Store interface {
-	// Create saves a new session.
-	Create(ctx context.Context, s Session) error
+	// Create saves a new session and, in the same atomic step, revokes
+	// the oldest live (unrevoked, unexpired) sessions of its user beyond
+	// maxLive, the new one counted and never among them, so that however
+	// many instances create sessions at once, no more than maxLive stay
+	// live. It returns the ids it revoked; a shared store announces them to
+	// every instance as Revoke does. maxLive <= 0 revokes nothing.
+	Create(ctx context.Context, s Session, maxLive int) (evicted []string, err error)
 	// Get returns a session, or ErrSessionNotFound.
 	Get(ctx context.Context, sid string) (Session, error)
 	// Rotate applies decideRotation to the session atomically and returns
@@ -238,6 +243,37 @@ func sessionExpired(s Session, now time.Time) bool {
 // sortSessions orders sessions oldest first, as every store lists them.
 func sortSessions(list []Session) {
 	sort.Slice(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
+}
+
+// beyondLimit is Create's eviction rule, shared by the stores that do it
+// in Go (the Redis script does the same in Lua): of a user's sessions,
+// the ids of the oldest live ones beyond maxLive, sid of the new session
+// never among them.
+func beyondLimit(list []Session, sid string, maxLive int, now time.Time) []string {
+	if maxLive <= 0 {
+		return nil
+	}
+	var live []Session
+	for _, s := range list {
+		if !s.Revoked && !sessionExpired(s, now) && s.ID != sid {
+			live = append(live, s)
+		}
+	}
+	excess := len(live) + 1 - maxLive
+	if excess <= 0 {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool {
+		if !live[i].Created.Equal(live[j].Created) {
+			return live[i].Created.Before(live[j].Created)
+		}
+		return live[i].ID < live[j].ID
+	})
+	ids := make([]string, excess)
+	for i, s := range live[:excess] {
+		ids[i] = s.ID
+	}
+	return ids
 }
 
 // StoreConfig chooses where sessions are kept.

@@ -27,9 +27,12 @@ type boltStore struct {
 //
 //	sessions/<sid>          -> JSON Session
 //	users/<user>/<sid>      -> empty, an index for listing and global logout
+//	live/<user>/<sid>       -> empty, the user's sessions not known to be
+//	                           revoked or expired, for max_sessions
 var (
 	bucketSessions = []byte("sessions")
 	bucketUsers    = []byte("users")
+	bucketLive     = []byte("live")
 )
 
 // openBoltDB opens (creating if needed) the database file at path. bbolt
@@ -53,11 +56,12 @@ func newBoltStore(db *bolt.DB, realm string) (*boltStore, error) {
 		if err != nil {
 			return err
 		}
-		if _, err := root.CreateBucketIfNotExists(bucketSessions); err != nil {
-			return err
+		for _, name := range [][]byte{bucketSessions, bucketUsers, bucketLive} {
+			if _, err := root.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
 		}
-		_, err = root.CreateBucketIfNotExists(bucketUsers)
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, unavailable(err)
@@ -79,10 +83,34 @@ func (b *boltStore) buckets(tx *bolt.Tx) (sessions, users *bolt.Bucket) {
 	return root.Bucket(bucketSessions), root.Bucket(bucketUsers)
 }
 
-func (b *boltStore) Create(_ context.Context, s Session) error {
-	return unavailable(b.commit.do(func(tx *bolt.Tx) error {
+func (b *boltStore) Create(_ context.Context, s Session, maxLive int) (evicted []string, err error) {
+	now := time.Now()
+	err = b.commit.do(func(tx *bolt.Tx) error {
+		// may run more than once (groupCommitter): recompute evicted
+		live, err := b.liveSessions(tx, s.User, now)
+		if err != nil {
+			return err
+		}
+		evicted = beyondLimit(live.sessions, s.ID, maxLive, now)
+		for _, sid := range evicted {
+			if err := b.revoke(tx, sid); err != nil {
+				return err
+			}
+			if err := live.index.Delete([]byte(sid)); err != nil {
+				return err
+			}
+		}
+		if !s.Revoked {
+			if err := live.index.Put([]byte(s.ID), nil); err != nil {
+				return err
+			}
+		}
 		return b.put(tx, s)
-	}))
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return evicted, nil
 }
 
 func (b *boltStore) put(tx *bolt.Tx, s Session) error {
@@ -211,22 +239,74 @@ func (b *boltStore) RevokeUser(_ context.Context, user string) (ids []string, er
 	return ids, unavailable(err)
 }
 
+// userLive is a user's live index and the live sessions it names.
+type userLive struct {
+	index    *bolt.Bucket
+	sessions []Session
+}
+
+// liveSessions reads the user's live index, dropping the entries whose
+// session is gone, revoked or expired, so that Create reads about
+// max_sessions sessions however many revoked ones the user has. A user
+// without an index yet (sessions created before it existed) gets one from
+// the user index.
+func (b *boltStore) liveSessions(tx *bolt.Tx, user string, now time.Time) (userLive, error) {
+	root := tx.Bucket(b.realm)
+	seeding := root.Bucket(bucketLive).Bucket([]byte(user)) == nil
+	index, err := root.Bucket(bucketLive).CreateBucketIfNotExists([]byte(user))
+	if err != nil {
+		return userLive{}, err
+	}
+	candidates := b.userSessions(tx, user)
+	if !seeding {
+		var gone []string
+		candidates, gone = b.sessionsNamed(tx, index)
+		for _, sid := range gone {
+			if err := index.Delete([]byte(sid)); err != nil {
+				return userLive{}, err
+			}
+		}
+	}
+	var out userLive
+	out.index = index
+	for _, s := range candidates {
+		if s.Revoked || sessionExpired(s, now) {
+			if err := index.Delete([]byte(s.ID)); err != nil {
+				return userLive{}, err
+			}
+			continue
+		}
+		if err := index.Put([]byte(s.ID), nil); err != nil { // seeding; a no-op otherwise
+			return userLive{}, err
+		}
+		out.sessions = append(out.sessions, s)
+	}
+	return out, nil
+}
+
 // userSessions reads the sessions the user index names, skipping entries
 // whose session has already been purged.
 func (b *boltStore) userSessions(tx *bolt.Tx, user string) []Session {
 	_, users := b.buckets(tx)
-	userBucket := users.Bucket([]byte(user))
-	if userBucket == nil {
-		return nil
+	out, _ := b.sessionsNamed(tx, users.Bucket([]byte(user)))
+	return out
+}
+
+// sessionsNamed reads the sessions an index bucket names (nil: none);
+// gone lists the entries whose session has already been purged.
+func (b *boltStore) sessionsNamed(tx *bolt.Tx, index *bolt.Bucket) (out []Session, gone []string) {
+	if index == nil {
+		return nil, nil
 	}
-	var out []Session
-	_ = userBucket.ForEach(func(sid, _ []byte) error {
+	_ = index.ForEach(func(sid, _ []byte) error {
 		if s, err := b.get(tx, string(sid)); err == nil {
 			out = append(out, s)
+		} else {
+			gone = append(gone, string(sid))
 		}
 		return nil
 	})
-	return out
+	return out, gone
 }
 
 func (b *boltStore) ListUser(_ context.Context, user string) (out []Session, err error) {
@@ -266,6 +346,7 @@ func (b *boltStore) ListRevoked(_ context.Context) (out []Session, err error) {
 func (b *boltStore) purge(now time.Time) error {
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		sessions, users := b.buckets(tx)
+		live := tx.Bucket(b.realm).Bucket(bucketLive)
 		var dead []Session
 		err := sessions.ForEach(func(key, data []byte) error {
 			var s Session
@@ -285,8 +366,11 @@ func (b *boltStore) purge(now time.Time) error {
 			if err := sessions.Delete([]byte(s.ID)); err != nil {
 				return err
 			}
-			if ub := users.Bucket([]byte(s.User)); ub != nil {
-				if err := ub.Delete([]byte(s.ID)); err != nil {
+			for _, index := range []*bolt.Bucket{users.Bucket([]byte(s.User)), live.Bucket([]byte(s.User))} {
+				if index == nil {
+					continue
+				}
+				if err := index.Delete([]byte(s.ID)); err != nil {
 					return err
 				}
 			}

@@ -168,7 +168,7 @@ func TestBoltRotateUnknownSessionSharesCommitHarmlessly(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	live := Session{ID: "live", User: "u", Created: now, LastUsed: now, Expires: now.Add(time.Hour), Generation: 1}
-	if err := store.Create(ctx, live); err != nil {
+	if _, err := store.Create(ctx, live, 0); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -206,7 +206,7 @@ func TestBoltStorePersistsAndSharesFile(t *testing.T) {
 	one, _ := newBoltStore(db, "one")
 	two, _ := newBoltStore(db, "two")
 	now := time.Now()
-	if err := one.Create(ctx, sessionFixture("s1", "alice", now)); err != nil {
+	if _, err := one.Create(ctx, sessionFixture("s1", "alice", now), 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := two.Get(ctx, "s1"); !errors.Is(err, ErrSessionNotFound) {

@@ -76,7 +76,7 @@ func newTestSession(user string, now time.Time) Session {
 
 func mustCreate(t *testing.T, st Store, s Session) Session {
 	t.Helper()
-	if err := st.Create(context.Background(), s); err != nil {
+	if _, err := st.Create(context.Background(), s, 0); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	return s

@@ -18,11 +18,25 @@ func newMemoryStore() *memoryStore {
 	return &memoryStore{sessions: make(map[string]Session), memoryKV: newMemoryKV()}
 }
 
-func (m *memoryStore) Create(_ context.Context, s Session) error {
+func (m *memoryStore) Create(_ context.Context, s Session, maxLive int) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var theirs []Session
+	if maxLive > 0 {
+		for _, other := range m.sessions {
+			if other.User == s.User {
+				theirs = append(theirs, other)
+			}
+		}
+	}
+	evicted := beyondLimit(theirs, s.ID, maxLive, time.Now())
+	for _, sid := range evicted {
+		old := m.sessions[sid]
+		old.Revoked = true
+		m.sessions[sid] = old
+	}
 	m.sessions[s.ID] = s
-	return nil
+	return evicted, nil
 }
 
 func (m *memoryStore) Get(_ context.Context, sid string) (Session, error) {

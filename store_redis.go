@@ -25,6 +25,8 @@ import (
 //
 //	s:<sid>        hash: one session (times in Unix microseconds)
 //	u:<user>       set of the user's sids, for listing and global logout
+//	l:<user>       sorted set: the user's sids not known to be revoked or
+//	               expired -> created (µs), for max_sessions (redis/create.lua)
 //	revoked        sorted set: revoked sid -> deadline (Unix ms)
 //	revocations    stream of revocations (field "r": lines "<sid> <until ms>"),
 //	               also the name of the pub/sub channel they are published on
@@ -234,17 +236,22 @@ func decodeSession(sid string, fields []string) (Session, error) {
 	}, nil
 }
 
-func (r *redisStore) Create(ctx context.Context, s Session) error {
+func (r *redisStore) Create(ctx context.Context, s Session, maxLive int) ([]string, error) {
 	revoked := "0"
 	if s.Revoked {
 		revoked = "1"
 	}
-	err := createScript.Run(ctx, r.client, []string{r.prefix},
+	now := time.Now()
+	evicted, err := createScript.Run(ctx, r.client, []string{r.prefix},
 		s.ID, s.User, encodeTime(s.Created), encodeTime(s.LastUsed), encodeTime(s.Expires),
 		strconv.FormatUint(s.Generation, 10), encodeTime(s.RotatedAt), revoked,
 		strconv.FormatInt(s.IdleTTL.Microseconds(), 10),
-		expiryMillis(s.deadline()), time.Now().UnixMilli(), encodeSignIn(s.SignIn)).Err()
-	return r.check(err)
+		expiryMillis(s.deadline()), now.UnixMilli(), encodeSignIn(s.SignIn),
+		maxLive, streamMinID(now)).StringSlice()
+	if err = r.check(err); err != nil {
+		return nil, err
+	}
+	return evicted, nil
 }
 
 func (r *redisStore) Get(ctx context.Context, sid string) (Session, error) {

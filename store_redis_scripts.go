@@ -44,7 +44,9 @@ func luaSource(name string) string {
 }
 
 // createScript: KEYS = prefix; ARGV = sid, user, created, last_used,
-// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms, sign-in JSON.
+// expires, gen, rotated_at, revoked, idle_ttl, expiry ms, now ms, sign-in
+// JSON, max live sessions of the user (0: no limit), stream MINID.
+// Returns the sids it revoked to keep the user within the limit.
 var createScript = luaScript("create.lua")
 
 // rotateScript is decideRotation in Lua; the conformance suite runs both

@@ -148,7 +148,7 @@ func TestRedisOutage(t *testing.T) {
 
 	srv.Stop()
 	ops := map[string]func() error{
-		"Create":      func() error { return st.Create(ctx, newTestSession("alice", clock())) },
+		"Create":      func() error { _, err := st.Create(ctx, newTestSession("alice", clock()), 0); return err },
 		"Get":         func() error { _, err := st.Get(ctx, s.ID); return err },
 		"Rotate":      func() error { _, _, err := st.Rotate(ctx, s.ID, 1, clock(), time.Second); return err },
 		"Revoke":      func() error { return st.Revoke(ctx, s.ID) },
@@ -172,7 +172,8 @@ func TestRedisOutage(t *testing.T) {
 
 	srv.Start()
 	testenv.Eventually(t, 10*time.Second, "store usable again", func() bool {
-		return st.Create(ctx, newTestSession("alice", clock())) == nil
+		_, err := st.Create(ctx, newTestSession("alice", clock()), 0)
+		return err == nil
 	})
 	mustCreate(t, st, newTestSession("alice", clock()))
 	if n := logs.FilterMessageSnippet("reachable again").Len(); n != 1 {
@@ -190,7 +191,7 @@ func TestRedisUnreachableFailsFast(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := st.Create(ctx, newTestSession("alice", clock())); !errors.Is(err, ErrStoreUnavailable) {
+	if _, err := st.Create(ctx, newTestSession("alice", clock()), 0); !errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("Create: %v", err)
 	}
 	if ctx.Err() != nil {
@@ -295,20 +296,26 @@ func TestRealmRevocationsAcrossInstances(t *testing.T) {
 	eachRedisForm(t, testRealmRevocationsAcrossInstances)
 }
 
-func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
+// twoRealmInstances opens one realm twice on a shared store, as two Caddy
+// processes do; both close when the test ends.
+func twoRealmInstances(t *testing.T, cfg StoreConfig) (a, b *realmState) {
+	t.Helper()
 	realm := "realm-" + randomID()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	a, err := openRealm(ctx, realm, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(cancel)
+	for _, rs := range []**realmState{&a, &b} {
+		opened, err := openRealm(ctx, realm, cfg, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = opened.Destruct() })
+		*rs = opened
 	}
-	defer a.Destruct()
-	b, err := openRealm(ctx, realm, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Destruct()
+	return a, b
+}
+
+func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
+	a, b := twoRealmInstances(t, cfg)
 
 	s := mustCreate(t, a.store, newTestSession("alice", clock()))
 	other := mustCreate(t, a.store, newTestSession("alice", clock()))
@@ -328,7 +335,7 @@ func testRealmRevocationsAcrossInstances(t *testing.T, cfg StoreConfig) {
 	}
 	sameIDs(t, "revoked for alice", ids, []string{other.ID})
 	testenv.Eventually(t, 5*time.Second, "global logout seen by the other instance", func() bool { return a.revoked.has(other.ID) })
-	if lookupRealm(realm) != b {
+	if lookupRealm(a.name) != b {
 		t.Fatal("the registry must serve the newest realm state")
 	}
 }

@@ -120,7 +120,7 @@ func TestStores(t *testing.T) {
 			a2 := sessionFixture("a2", "alice", now.Add(time.Millisecond))
 			b1 := sessionFixture("b1", "bob", now)
 			for _, s := range []Session{a1, a2, b1} {
-				if err := st.Create(ctx, s); err != nil {
+				if _, err := st.Create(ctx, s, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -178,7 +178,7 @@ func TestStores(t *testing.T) {
 			c1 := sessionFixture("c1", "carol", now)
 			c1.Expires = now.Add(time.Hour)
 			c1.IdleTTL = 0
-			if err := st.Create(ctx, c1); err != nil {
+			if _, err := st.Create(ctx, c1, 0); err != nil {
 				t.Fatal(err)
 			}
 			p, ok := st.(purger)
@@ -215,7 +215,7 @@ func TestStoreConcurrentRotation(t *testing.T) {
 			t.Run(name+"/grace="+grace.String(), func(t *testing.T) {
 				st := newStore(t)
 				now := time.Now()
-				if err := st.Create(ctx, sessionFixture("s", "u", now)); err != nil {
+				if _, err := st.Create(ctx, sessionFixture("s", "u", now), 0); err != nil {
 					t.Fatal(err)
 				}
 				var mu sync.Mutex

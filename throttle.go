@@ -239,10 +239,7 @@ func defaultHashSlots() int {
 }
 
 func newHashSlots(n int) hashSlots {
-	if n <= 0 {
-		n = defaultHashSlots()
-	}
-	return make(hashSlots, n)
+	return make(hashSlots, hashSlotCount(n))
 }
 
 // acquire takes a slot, waiting at most hashSlotWait. A nil hashSlots

@@ -174,11 +174,19 @@ func testClusterTwoInstances(t *testing.T, site string, env []string) {
 	if status != 200 {
 		t.Fatalf("admin revoke at B: %d %s", status, raw)
 	}
-	testenv.Eventually(t, 5*time.Second, "A refuses the session revoked through B's admin API", func() bool {
-		return clusterGuarded(a, fourth.str("accessToken")) == http.StatusUnauthorized
+	awaitSessionRefused(t, a, fourth, "A refuses the session revoked through B's admin API")
+}
+
+// awaitSessionRefused waits until p's guard refuses the session's access
+// token (a revocation made at another instance reaches it within 5 s),
+// then checks that its refresh token no longer refreshes there.
+func awaitSessionRefused(t *testing.T, p *caddyProc, session apiResponse, what string) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, what, func() bool {
+		return clusterGuarded(p, session.str("accessToken")) == http.StatusUnauthorized
 	})
-	if res := refresh(a, fourth.str("refreshToken")); res.Status != http.StatusUnauthorized {
-		t.Fatalf("refresh after admin revocation: %d %s", res.Status, res.Raw)
+	if res := refresh(p, session.str("refreshToken")); res.Status != http.StatusUnauthorized {
+		t.Fatalf("%s: refresh answered %d %s, want 401", what, res.Status, res.Raw)
 	}
 }
 
