@@ -212,6 +212,9 @@ func (ta *TokenAuth) Provision(ctx caddy.Context) error {
 	ta.logger = ctx.Logger()
 	ta.now = time.Now
 	ta.applyDefaults()
+	if err := checkRealmName(ta.Realm); err != nil { // realmrules.go
+		return err
+	}
 	var err error
 	if ta.hot, err = newPreparedGuard(ta.Realm); err != nil {
 		return err

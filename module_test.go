@@ -42,6 +42,7 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"access_ttl over idle_ttl", TokenAuth{SigningKey: key, Store: mem, AccessTTL: d(2 * time.Hour), IdleTTL: d(time.Hour)}, "must not exceed idle_ttl"},
 		{"negative ttl", TokenAuth{SigningKey: key, Store: mem, SessionTTL: d(-time.Hour)}, "session_ttl must be positive"},
 		{"negative grace", TokenAuth{SigningKey: key, Store: mem, ReuseGrace: func() *caddy.Duration { g := d(-time.Second); return &g }()}, "reuse_grace must not be negative"},
+		{"brace in realm", TokenAuth{Realm: "}shop", SigningKey: key, Store: mem}, `realm "}shop": a realm name must not contain { or }`},
 		{"relative endpoint", TokenAuth{SigningKey: key, Store: mem, Endpoint: "auth"}, "endpoint must be a path starting with /"},
 		{"require mfa without a second factor", TokenAuth{SigningKey: key, Store: mem, RequireMFA: true}, "require mfa needs a second factor users can add: mfa totp or passkeys"},
 		{"short totp key", TokenAuth{SigningKey: key, Store: mem, MFA: &MFAConfig{TOTP: &TOTPConfig{EncryptionKey: "c2hvcnQ="}}}, "mfa totp: encryption_key must be 32 bytes"},
@@ -50,7 +51,9 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			defer cancel()
 			ta := c.ta
-			ta.Realm = "provision-errors-" + c.name
+			if ta.Realm == "" {
+				ta.Realm = "provision-errors-" + c.name
+			}
 			err := ta.Provision(ctx)
 			if err == nil {
 				err = ta.Validate()

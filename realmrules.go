@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,6 +19,18 @@ import (
 // revocation missing the other's guard), or a session created at one would
 // be refused at the other. A config where they differ is refused: by the
 // Caddyfile adapter naming both lines, and at provisioning (JSON configs).
+
+// checkRealmName refuses realm names that would break the store's key
+// layout: the realm is the Redis Cluster hash tag of every key of the realm
+// (`token_auth:{<realm>}:`), and a brace in it moves the tag, so that a
+// realm starting with `}` spreads its keys over slots and every multi-key
+// script fails with CROSSSLOT.
+func checkRealmName(realm string) error {
+	if strings.ContainsAny(realm, "{}") {
+		return fmt.Errorf("realm %q: a realm name must not contain { or }", realm)
+	}
+	return nil
+}
 
 // realmConfig is what the handlers of one realm must agree on.
 type realmConfig struct {
