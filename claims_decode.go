@@ -24,8 +24,15 @@ import (
 // claim unset. golang-jwt hands this function the claims only after
 // encoding/json has checked they are well-formed JSON; it still refuses
 // anything malformed on its own rather than trusting that.
+//
+// It allocates once for every string claim together: the object is copied
+// into one string, and every plain claim string is a piece of it; lists
+// and time claims take their storage from the claims' own arena (see
+// claimsArena). Only custom claims, escaped strings and long lists
+// allocate more.
 func decodeAccessClaims(c *accessClaims, data []byte) error {
-	d := claimsDecoder{data: data}
+	src := string(data) // the one copy: data belongs to the caller
+	d := claimsDecoder{data: bytesView(src), src: src, arena: &c.arena}
 	d.skipSpace()
 	if !d.consume('{') {
 		return d.syntaxError("expected {")
@@ -91,6 +98,55 @@ func (s *claimSet) add(key []byte, c *accessClaims) bool {
 type claimsDecoder struct {
 	data []byte
 	pos  int
+	// src, when set, is data as a string: plain strings are sliced from
+	// it instead of copied. arena, when set, holds lists and dates.
+	src   string
+	arena *claimsArena
+}
+
+// claimsArena is storage inside accessClaims for what decoding would
+// otherwise allocate piece by piece: the time claims (exp, nbf, iat,
+// auth_time point into dates) and the string lists (aud, roles, amr are
+// slices of strs, capped so that an append by anyone reallocates rather
+// than overwrites a neighbour). A claims value is decoded once, so each
+// slot is used at most once.
+type claimsArena struct {
+	dates [4]jwt.NumericDate
+	nDate int
+	strs  [8]string
+	nStr  int
+}
+
+// date stores t in the arena and returns where, or a new NumericDate when
+// the arena is full or absent.
+func (a *claimsArena) date(t time.Time) *jwt.NumericDate {
+	if a == nil || a.nDate == len(a.dates) {
+		return jwt.NewNumericDate(t)
+	}
+	p := &a.dates[a.nDate]
+	a.nDate++
+	*p = jwt.NumericDate{Time: t.Truncate(jwt.TimePrecision)} // as jwt.NewNumericDate
+	return p
+}
+
+// list returns an empty string list to append to: the rest of the arena,
+// or nil (append allocates) when none is left.
+func (a *claimsArena) list() []string {
+	if a == nil {
+		return nil
+	}
+	return a.strs[a.nStr:a.nStr]
+}
+
+// keep closes a list made from list(): its elements stay in the arena if
+// they fit (capped there), and the arena moves past them.
+func (a *claimsArena) keep(l []string) []string {
+	if a == nil || len(l) == 0 || a.nStr+len(l) > len(a.strs) || &l[0] != &a.strs[a.nStr] {
+		return l
+	}
+	start := a.nStr
+	a.nStr += len(l)
+	return a.strs[start:a.nStr:a.nStr]
 }
 
 var errClaimType = errors.New("claim has the wrong JSON type")
@@ -222,6 +278,9 @@ func (d *claimsDecoder) str() (string, error) {
 		switch b := d.data[i]; {
 		case b == '"':
 			d.pos = i + 1
+			if d.src != "" {
+				return d.src[start:i], nil
+			}
 			return string(d.data[start:i]), nil
 		case b == '\\' || b < 0x20 || b >= 0x80:
 			d.pos = start - 1
@@ -300,10 +359,13 @@ func (d *claimsDecoder) stringList(dst *[]string) error {
 	if !d.consume('[') {
 		return errClaimType
 	}
-	list := []string{}
+	list := d.arena.list()
+	if list == nil {
+		list = []string{}
+	}
 	d.skipSpace()
 	if d.consume(']') {
-		*dst = list
+		*dst = list[:0:0]
 		return nil
 	}
 	for {
@@ -321,7 +383,7 @@ func (d *claimsDecoder) stringList(dst *[]string) error {
 			continue
 		}
 		if d.consume(']') {
-			*dst = list
+			*dst = d.arena.keep(list)
 			return nil
 		}
 		return d.syntaxError("expected , or ]")
@@ -334,7 +396,7 @@ func (d *claimsDecoder) audience(dst *jwt.ClaimStrings) error {
 	switch d.peek() {
 	case '"':
 		s, err := d.str()
-		*dst = jwt.ClaimStrings{s}
+		*dst = d.arena.keep(append(d.arena.list(), s))
 		return err
 	case '[':
 		var list []string
@@ -365,7 +427,7 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 		return nil, errors.New("out of range")
 	}
 	round, frac := math.Modf(f)
-	return jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9))), nil
+	return d.arena.date(time.Unix(int64(round), int64(frac*1e9))), nil
 }
 
 // number moves past a JSON number, following its grammar exactly

@@ -10,7 +10,9 @@ import (
 	"encoding/base64"
 	"hash"
 	"math/big"
+	"slices"
 	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -48,6 +50,16 @@ const maxFastHeader = 192
 // fastVerifyAccess returns the claims of raw if the fast path can accept
 // it, else ok == false: the caller must then use verifyAccess.
 func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok bool) {
+	return ts.fastVerifyAccessAt(raw, ts.now())
+}
+
+// maxFastPayload is the decoded claims size the fast path decodes on the
+// stack; larger claims get a buffer of their own.
+const maxFastPayload = 1024
+
+// fastVerifyAccessAt is fastVerifyAccess with the time claims checked
+// against now.
+func (ts *tokenService) fastVerifyAccessAt(raw string, now time.Time) (claims *accessClaims, ok bool) {
 	if raw == "" || len(raw) > maxTokenSize || ts.validator == nil {
 		return nil, false
 	}
@@ -86,19 +98,46 @@ func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok b
 	}
 
 	// claims
-	payload := make([]byte, b64url.DecodedLen(len(payloadSeg)))
+	var pbuf [maxFastPayload]byte
+	payload := pbuf[:]
+	if size := b64url.DecodedLen(len(payloadSeg)); size > len(pbuf) {
+		payload = make([]byte, size)
+	}
 	n, err = b64url.Decode(payload, bytesView(payloadSeg))
 	if err != nil {
 		return nil, false
 	}
 	claims = new(accessClaims)
-	if decodeAccessClaims(claims, payload[:n]) != nil {
+	if decodeAccessClaims(claims, payload[:n]) != nil { // copies what it keeps
 		return nil, false
 	}
-	if ts.validator.Validate(claims) != nil || claims.SID == "" || claims.Subject == "" {
+	if !ts.registeredClaimsValid(claims, now) || claims.SID == "" || claims.Subject == "" {
 		return nil, false
 	}
 	return claims, true
+}
+
+// registeredClaimsValid checks the registered claims exactly as
+// ts.validator (a jwt.Validator with the parser's options: exp required,
+// nbf and iat not in the future, no leeway, the issuer, the audience)
+// does, without its error values and interface calls: the fast path only
+// needs yes or no. TestRegisteredClaimsValidMatchesValidator compares the
+// two; a change to newTokenService's options must be made here too.
+func (ts *tokenService) registeredClaimsValid(c *accessClaims, now time.Time) bool {
+	if c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Time) {
+		return false
+	}
+	if c.NotBefore != nil && now.Before(c.NotBefore.Time) {
+		return false
+	}
+	if c.IssuedAt != nil && now.Before(c.IssuedAt.Time) {
+		return false
+	}
+	aud := c.Audience
+	if len(aud) == 0 || len(aud) == 1 && aud[0] == "" || !slices.Contains(aud, ts.audience) {
+		return false
+	}
+	return ts.issuer == "" || c.Issuer == ts.issuer
 }
 
 // fastHeader reads a header of exactly an alg, an access token typ and a
@@ -112,8 +151,8 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 	}
 	for {
 		d.skipSpace()
-		name, err := d.key()
-		if err != nil {
+		name, ok := d.plainString()
+		if !ok {
 			return nil, nil, false
 		}
 		d.skipSpace()
@@ -121,11 +160,8 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 			return nil, nil, false
 		}
 		d.skipSpace()
-		if d.peek() != '"' {
-			return nil, nil, false
-		}
-		val, err := d.key()
-		if err != nil {
+		val, ok := d.plainString()
+		if !ok {
 			return nil, nil, false
 		}
 		switch {
@@ -149,6 +185,27 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 	}
 }
 
+// plainString reads a JSON string of printable ASCII without escapes, as
+// this plugin writes its headers, and returns its bytes (which alias the
+// input); any other string is not for the fast path (ok false). Unlike
+// key, it never hands the input to encoding/json, so a header decoded
+// into a buffer on the stack stays there.
+func (d *claimsDecoder) plainString() (s []byte, ok bool) {
+	if !d.consume('"') {
+		return nil, false
+	}
+	for i := d.pos; i < len(d.data); i++ {
+		switch b := d.data[i]; {
+		case b == '"':
+			s, d.pos = d.data[d.pos:i], i+1
+			return s, true
+		case b == '\\' || b < 0x20 || b >= 0x80:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
 // fastVerifyHS256 checks an HS256 signature (constant-time comparison).
 func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
 	if _, isSecret := key.verify.([]byte); !isSecret || key.mac == nil {
@@ -161,13 +218,19 @@ func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
 	if n, err := b64url.Decode(sig[:], bytesView(sigSeg)); err != nil || n != len(sig) {
 		return false
 	}
-	mac := key.mac.Get().(hash.Hash)
-	mac.Reset()
-	_, _ = mac.Write(bytesView(signingInput))
-	var sum [sha256.Size]byte
-	good := hmac.Equal(mac.Sum(sum[:0]), sig[:])
-	key.mac.Put(mac)
+	st := key.mac.Get().(*hmacState)
+	st.mac.Reset()
+	_, _ = st.mac.Write(bytesView(signingInput))
+	good := hmac.Equal(st.mac.Sum(st.sum[:0]), sig[:])
+	key.mac.Put(st)
 	return good
+}
+
+// hmacState is a pooled HMAC with a buffer for its sum (a local one would
+// escape through the hash.Hash interface: an allocation per check).
+type hmacState struct {
+	mac hash.Hash
+	sum [sha256.Size]byte
 }
 
 // maxFastSignature bounds the signatures the fast path decodes: an RSA

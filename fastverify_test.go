@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
@@ -164,7 +165,6 @@ func TestFastPathAsymmetric(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fast.vars, full.vars = nil, nil
 			if !reflect.DeepEqual(fast, full) {
 				t.Fatalf("fast path claims %+v, parser %+v", fast, full)
 			}
@@ -239,4 +239,61 @@ func mustDecode(t *testing.T, seg string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRegisteredClaimsValidMatchesValidator: the fast path's own check of
+// the registered claims says yes exactly when the jwt.Validator built from
+// the parser's options accepts, at the edges of every time claim and for
+// every form of iss and aud.
+func TestRegisteredClaimsValidMatchesValidator(t *testing.T) {
+	ts, clock := newTestTokens(t, 0)
+	now := clock.now()
+	at := func(d time.Duration) *jwt.NumericDate { return &jwt.NumericDate{Time: now.Add(d)} }
+	times := []*jwt.NumericDate{nil, at(-time.Hour), at(-time.Nanosecond), at(0), at(time.Nanosecond), at(time.Hour)}
+	auds := []jwt.ClaimStrings{nil, {}, {""}, {"test-realm"}, {"other"}, {"other", "test-realm"}, {"", "test-realm"}, {"test-realm "}}
+	issuers := []string{"", "test-issuer", "other", "Test-Issuer"}
+	n := 0
+	for _, exp := range times {
+		for _, nbf := range times {
+			for _, iat := range times {
+				for _, aud := range auds {
+					for _, iss := range issuers {
+						c := &accessClaims{RegisteredClaims: jwt.RegisteredClaims{
+							ExpiresAt: exp, NotBefore: nbf, IssuedAt: iat, Audience: aud, Issuer: iss,
+						}}
+						want := ts.validator.Validate(c) == nil
+						if got := ts.registeredClaimsValid(c, now); got != want {
+							t.Fatalf("exp %v nbf %v iat %v aud %q iss %q: fast check %v, validator %v", exp, nbf, iat, aud, iss, got, want)
+						}
+						if want {
+							n++
+						}
+					}
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no combination was valid: the table tests nothing")
+	}
+}
+
+// TestFastPathAllocations: a first-seen token without custom claims costs
+// the fast path two allocations, the claims and one string holding every
+// claim string (its lists and dates live in the claims' arena); the HMAC,
+// the header and the payload need none.
+func TestFastPathAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	ts, _ := newTestTokens(t, 0)
+	u := *testUser
+	u.Claims = nil
+	tok := mintAccess(t, ts, &u, "s1")
+	if _, ok := ts.fastVerifyAccess(tok); !ok {
+		t.Fatal("the fast path stepped aside on the plugin's own token")
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = ts.fastVerifyAccess(tok) }); n > 2 {
+		t.Fatalf("%v allocations per verification, want at most 2", n)
+	}
 }

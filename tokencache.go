@@ -91,8 +91,15 @@ func (c *tokenCache) shard(h uint64) *cacheShard {
 // get returns the claims of raw if it was verified before and has not
 // expired at now, else nil.
 func (c *tokenCache) get(raw string, now time.Time) *accessClaims {
+	claims, _ := c.lookup(raw, now)
+	return claims
+}
+
+// lookup is get that also returns raw's hash, for insert: a lookup and
+// the insertion after a miss hash the token once.
+func (c *tokenCache) lookup(raw string, now time.Time) (*accessClaims, uint64) {
 	if c == nil || len(raw) > maxCachedTokenSize {
-		return nil
+		return nil, 0
 	}
 	h := maphash.String(c.seed, raw)
 	sh := c.shard(h)
@@ -100,18 +107,25 @@ func (c *tokenCache) get(raw string, now time.Time) *accessClaims {
 	e := sh.m[h]
 	sh.mu.RUnlock()
 	if e == nil || e.token != raw || now.UnixNano() >= e.exp {
-		return nil
+		return nil, h
 	}
-	return e.claims
+	return e.claims, h
 }
 
 // put remembers the claims of a token that has just passed verification,
 // if it passed it before (see seenOnce).
 func (c *tokenCache) put(raw string, claims *accessClaims, now time.Time) {
+	if c == nil || len(raw) > maxCachedTokenSize {
+		return
+	}
+	c.insert(raw, maphash.String(c.seed, raw), claims)
+}
+
+// insert is put with raw's hash from lookup.
+func (c *tokenCache) insert(raw string, h uint64, claims *accessClaims) {
 	if c == nil || len(raw) > maxCachedTokenSize || claims.ExpiresAt == nil {
 		return
 	}
-	h := maphash.String(c.seed, raw)
 	if slot := &c.seenOnce[h%uint64(len(c.seenOnce))]; slot.Swap(h) != h {
 		return // first sight
 	}

@@ -318,7 +318,7 @@ func TestTokenCacheConcurrentUse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				_ = c.identityPlaceholders()
+				_, _ = c.placeholders(identityPrefix + "roles")
 			}
 		}(g)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -43,7 +44,11 @@ type accessClaims struct {
 	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
 	Extra    map[string]any   `json:"-"`
 
-	vars []placeholder // identity placeholders, set once before sharing (verifyAccessCached)
+	// placeholders is the claims' Replacer provider (placeholder), made
+	// once before the claims are shared (verifyAccessCached), so that a
+	// request adding it allocates nothing.
+	placeholders caddy.ReplacerFunc
+	arena        claimsArena // storage for the decoded lists and dates (claims_decode.go)
 }
 
 // reservedClaims may not be set as custom claims: they carry the token's
@@ -289,18 +294,19 @@ func typMatches(typ, want string) bool {
 // Callers still check revocation.
 func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
 	now := ts.now()
-	if claims := ts.cache.get(raw, now); claims != nil {
+	claims, h := ts.cache.lookup(raw, now)
+	if claims != nil {
 		return claims, nil
 	}
-	claims, ok := ts.fastVerifyAccess(raw)
+	claims, ok := ts.fastVerifyAccessAt(raw, now)
 	if !ok {
 		var err error
 		if claims, err = ts.verifyAccess(raw); err != nil {
 			return nil, err
 		}
 	}
-	// computed before the claims are shared, so hits never write to them
-	claims.vars = buildIdentityPlaceholders(claims)
-	ts.cache.put(raw, claims, now)
+	// made before the claims are shared, so hits never write to them
+	claims.placeholders = claims.placeholder
+	ts.cache.insert(raw, h, claims)
 	return claims, nil
 }
