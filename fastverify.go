@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // The fast path verifies the access tokens this plugin signs without
@@ -60,6 +62,47 @@ const maxFastPayload = 1024
 // fastVerifyAccessAt is fastVerifyAccess with the time claims checked
 // against now.
 func (ts *tokenService) fastVerifyAccessAt(raw string, now time.Time) (claims *accessClaims, ok bool) {
+	var pbuf [maxFastPayload]byte
+	payload, ok := ts.fastSignedPayload(raw, typAccess, pbuf[:])
+	if !ok {
+		return nil, false
+	}
+	claims = new(accessClaims)
+	if decodeAccessClaims(claims, payload) != nil { // copies what it keeps
+		return nil, false
+	}
+	if !ts.registeredClaimsValid(&claims.RegisteredClaims, now) || claims.SID == "" || claims.Subject == "" {
+		return nil, false
+	}
+	return claims, true
+}
+
+// fastVerifyRefresh is the fast path for refresh tokens (the endpoint's
+// refresh verifies one per rotation): the same checks as for access
+// tokens up to the claims, which must be exactly this plugin's (the
+// registered ones, sid and gen, each at most once, none null: anything
+// else steps aside), then what verifyRefresh checks.
+func (ts *tokenService) fastVerifyRefresh(raw string) (*refreshClaims, bool) {
+	var pbuf [maxFastPayload]byte
+	payload, ok := ts.fastSignedPayload(raw, typRefresh, pbuf[:])
+	if !ok {
+		return nil, false
+	}
+	claims := new(refreshClaims)
+	if !decodeRefreshClaims(claims, payload) {
+		return nil, false
+	}
+	if !ts.registeredClaimsValid(&claims.RegisteredClaims, ts.now()) || claims.SID == "" || claims.Subject == "" || claims.Generation == 0 {
+		return nil, false
+	}
+	return claims, true
+}
+
+// fastSignedPayload checks what the fast path checks before the claims
+// (the token's form, a header of exactly alg, typ wantTyp and kid, the
+// kid's key and algorithm, the signature) and returns the decoded claims
+// JSON, in buf when it fits.
+func (ts *tokenService) fastSignedPayload(raw, wantTyp string, buf []byte) ([]byte, bool) {
 	if raw == "" || len(raw) > maxTokenSize || ts.validator == nil {
 		return nil, false
 	}
@@ -79,7 +122,7 @@ func (ts *tokenService) fastVerifyAccessAt(raw string, now time.Time) (claims *a
 	if err != nil {
 		return nil, false
 	}
-	alg, kid, ok := fastHeader(hbuf[:n])
+	alg, kid, ok := fastHeader(hbuf[:n], wantTyp)
 	if !ok {
 		return nil, false
 	}
@@ -98,23 +141,14 @@ func (ts *tokenService) fastVerifyAccessAt(raw string, now time.Time) (claims *a
 	}
 
 	// claims
-	var pbuf [maxFastPayload]byte
-	payload := pbuf[:]
-	if size := b64url.DecodedLen(len(payloadSeg)); size > len(pbuf) {
-		payload = make([]byte, size)
+	if size := b64url.DecodedLen(len(payloadSeg)); size > len(buf) {
+		buf = make([]byte, size)
 	}
-	n, err = b64url.Decode(payload, bytesView(payloadSeg))
+	n, err = b64url.Decode(buf, bytesView(payloadSeg))
 	if err != nil {
 		return nil, false
 	}
-	claims = new(accessClaims)
-	if decodeAccessClaims(claims, payload[:n]) != nil { // copies what it keeps
-		return nil, false
-	}
-	if !ts.registeredClaimsValid(claims, now) || claims.SID == "" || claims.Subject == "" {
-		return nil, false
-	}
-	return claims, true
+	return buf[:n], true
 }
 
 // registeredClaimsValid checks the registered claims exactly as
@@ -123,7 +157,7 @@ func (ts *tokenService) fastVerifyAccessAt(raw string, now time.Time) (claims *a
 // does, without its error values and interface calls: the fast path only
 // needs yes or no. TestRegisteredClaimsValidMatchesValidator compares the
 // two; a change to newTokenService's options must be made here too.
-func (ts *tokenService) registeredClaimsValid(c *accessClaims, now time.Time) bool {
+func (ts *tokenService) registeredClaimsValid(c *jwt.RegisteredClaims, now time.Time) bool {
 	if c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Time) {
 		return false
 	}
@@ -140,9 +174,9 @@ func (ts *tokenService) registeredClaimsValid(c *accessClaims, now time.Time) bo
 	return ts.issuer == "" || c.Issuer == ts.issuer
 }
 
-// fastHeader reads a header of exactly an alg, an access token typ and a
+// fastHeader reads a header of exactly an alg, a typ of wantTyp and a
 // kid, each once, and returns the alg and the kid (which alias data).
-func fastHeader(data []byte) (alg, kid []byte, ok bool) {
+func fastHeader(data []byte, wantTyp string) (alg, kid []byte, ok bool) {
 	d := claimsDecoder{data: data}
 	var seenAlg, seenTyp, seenKid bool
 	d.skipSpace()
@@ -167,7 +201,7 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 		switch {
 		case string(name) == "alg" && !seenAlg:
 			seenAlg, alg = true, val
-		case string(name) == "typ" && !seenTyp && (string(val) == typAccess || typMatches(string(val), typAccess)):
+		case string(name) == "typ" && !seenTyp && (string(val) == wantTyp || typMatches(string(val), wantTyp)):
 			seenTyp = true
 		case string(name) == "kid" && !seenKid:
 			seenKid, kid = true, val

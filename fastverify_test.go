@@ -262,7 +262,7 @@ func TestRegisteredClaimsValidMatchesValidator(t *testing.T) {
 							ExpiresAt: exp, NotBefore: nbf, IssuedAt: iat, Audience: aud, Issuer: iss,
 						}}
 						want := ts.validator.Validate(c) == nil
-						if got := ts.registeredClaimsValid(c, now); got != want {
+						if got := ts.registeredClaimsValid(&c.RegisteredClaims, now); got != want {
 							t.Fatalf("exp %v nbf %v iat %v aud %q iss %q: fast check %v, validator %v", exp, nbf, iat, aud, iss, got, want)
 						}
 						if want {
@@ -295,5 +295,63 @@ func TestFastPathAllocations(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = ts.fastVerifyAccess(tok) }); n > 2 {
 		t.Fatalf("%v allocations per verification, want at most 2", n)
+	}
+}
+
+// TestRefreshFastPath: the plugin's own refresh tokens take the fast path
+// with the claims the full path gives; what the fast path does not take
+// (another claim, an escaped claim name, a null, a gen encoding/json would not
+// decode, an access token) steps aside, and the full path still decides.
+func TestRefreshFastPath(t *testing.T) {
+	ts, _ := newTestTokens(t, 0)
+	s := Session{ID: "s1", User: "alice", Generation: 7, Expires: time.Now().Add(time.Hour)}
+	tok, err := ts.issueRefresh(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, ok := ts.fastVerifyRefresh(tok)
+	if !ok {
+		t.Fatal("the fast path stepped aside on the plugin's own refresh token")
+	}
+	full := new(refreshClaims)
+	if err := ts.verify(tok, typRefresh, full); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fast, full) || fast.Generation != 7 || fast.SID != "s1" {
+		t.Fatalf("fast path claims %+v, parser %+v", fast, full)
+	}
+
+	kid := ts.keys.signer.kid
+	hdr := fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"rt+jwt"}`, kid)
+	exp := time.Now().Add(time.Hour).Unix()
+	good := fmt.Sprintf(`{"iss":"test-issuer","sub":"alice","aud":["test-realm"],"exp":%d,"jti":"j","sid":"s1","gen":3}`, exp)
+	if _, ok := ts.fastVerifyRefresh(signRaw(hdr, good)); !ok {
+		t.Fatal("the fast path stepped aside on a plain refresh token")
+	}
+	if c, ok := ts.fastVerifyRefresh(signRaw(hdr, strings.Replace(good, `"sid":"s1"`, `"sid":"s\u0031"`, 1))); !ok || c.SID != "s1" {
+		t.Fatalf("an escaped value: taken %v, claims %+v", ok, c)
+	}
+	for _, c := range []struct {
+		name, header, claims string
+		fullAccepts          bool
+	}{
+		{"another claim", hdr, strings.Replace(good, `"jti":"j"`, `"jti":"j","x":1`, 1), true},
+		{"escaped key", hdr, strings.Replace(good, `"sid":"s1"`, `"\u0073id":"s1"`, 1), true},
+		{"null", hdr, strings.Replace(good, `"jti":"j"`, `"jti":null`, 1), true},
+		{"gen with a fraction", hdr, strings.Replace(good, `"gen":3`, `"gen":3.0`, 1), false},
+		{"gen out of range", hdr, strings.Replace(good, `"gen":3`, `"gen":18446744073709551616`, 1), false},
+		{"gen 0", hdr, strings.Replace(good, `"gen":3`, `"gen":0`, 1), false},
+		{"duplicate claim", hdr, strings.Replace(good, `"gen":3`, `"gen":3,"gen":4`, 1), false},
+		{"access token", strings.Replace(hdr, "rt+jwt", "at+jwt", 1), good, false},
+		{"expired", hdr, strings.Replace(good, fmt.Sprint(exp), "1", 1), false},
+		{"other audience", hdr, strings.Replace(good, "test-realm", "other", 1), false},
+	} {
+		raw := signRaw(c.header, c.claims)
+		if _, ok := ts.fastVerifyRefresh(raw); ok {
+			t.Errorf("%s: taken by the fast path", c.name)
+		}
+		if _, err := ts.verifyRefresh(raw); (err == nil) != c.fullAccepts {
+			t.Errorf("%s: verifyRefresh error %v, want accepted %v", c.name, err, c.fullAccepts)
+		}
 	}
 }

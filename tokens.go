@@ -231,6 +231,9 @@ func (ts *tokenService) verifyAccess(raw string) (*accessClaims, error) {
 
 // verifyRefresh accepts only a valid refresh token of this realm.
 func (ts *tokenService) verifyRefresh(raw string) (*refreshClaims, error) {
+	if claims, ok := ts.fastVerifyRefresh(raw); ok { // fastverify.go
+		return claims, nil
+	}
 	claims := new(refreshClaims)
 	if err := ts.verify(raw, typRefresh, claims); err != nil {
 		return nil, err

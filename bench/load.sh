@@ -245,6 +245,14 @@ rss() { awk '/^VmRSS/ {printf "%d MiB", $2/1024}' "/proc/$caddy_pid/status"; }
 
 spread() { sort -g | awk '{a[NR]=$1} END {printf "%s-%s", a[1], a[NR]}'; }
 
+# profile_top <file.pprof> <requests>: the top of a profile (cumulative),
+# in µs per request.
+profile_top() {
+	go tool pprof -top -cum -nodecount="${PROFILE_TOP:-30}" -unit=us "$1" 2>/dev/null |
+		awk -v n="$2" '$5 ~ /%$/ && $1 ~ /us$|^0$/ {name = $0; sub(/^ *[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +/, "", name); c = $4; f = $1; sub(/us/, "", c); sub(/us/, "", f); printf "   %8.2f %8.2f  %s\n", c / n, f / n, name}' |
+		sed '1i\   µs per request: cumulative, flat, function'
+}
+
 # ab_rounds <name> <wrk args...>: warm-up, then PAIRS interleaved A/B
 # pairs: A = /open$suffix, B = /guarded$suffix (suffix: "" unless set)
 ab_rounds() {
@@ -303,7 +311,13 @@ if [ "$MODE" = refresh ] || [ "$MODE" = all ]; then
 		r=$(CONNS=$CLIENTS wrk_round "round $p refresh" /authentication -s "$work/refresh.lua" -- "$work/refresh.txt")
 		rates+=("${r%% *}")
 	done
-	echo "   refresh: median $(printf '%s\n' "${rates[@]}" | median) rotations/s"
+	echo "   refresh: median $(printf '%s\n' "${rates[@]}" | median) rotations/s (rounds $(printf '%s\n' "${rates[@]}" | spread))"
+	if [ -n "$PROFILE" ]; then
+		echo "   profiling one more round (CPU profile in $PROFILE/refresh-$STORE.pprof)"
+		"$work/helper" login "$base/authentication" bench "$password" $((2 * CLIENTS)) | awk '{print $2}' >"$work/refresh.txt"
+		r=$(CONNS=$CLIENTS profile_to="$PROFILE/refresh-$STORE.pprof" wrk_round "profiled refresh" /authentication -s "$work/refresh.lua" -- "$work/refresh.txt")
+		profile_top "$PROFILE/refresh-$STORE.pprof" "${r##* }"
+	fi
 fi
 
 if [ "$MODE" = dpop ] || [ "$MODE" = all ]; then
