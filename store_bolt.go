@@ -414,17 +414,26 @@ func (b *boltStore) Close() error { return nil }
 // caller's changes has been committed (and synced, unless the database was
 // opened with NoSync).
 //
-// Before taking a group, the committer yields the processor (gather) so
-// that requests already under way reach do first: with Caddy on one core,
-// the 32 handlers woken by one commit otherwise trickled into commits of
-// one or two, each paying a commit's own CPU (page writes, two fsync
-// system calls) for little. A lone writer pays a yield that returns at
-// once.
+// Before taking a group, the committer gathers (gather): it yields the
+// processor so that requests already under way reach do first, then, if
+// fewer calls are pending than its last group held, waits for that many,
+// at most half as long as its last commit took (and at most
+// maxGatherWait). With Caddy on one core, the 32 handlers woken by one
+// commit otherwise trickled back into commits of a few, each paying a
+// commit's own CPU (page writes, two fsync system calls) for little. A
+// lone writer never waits (its last group was one call); when the load
+// drops, one commit waits, and the next ones expect its smaller group.
 type groupCommitter struct {
 	db      *bolt.DB
 	mu      sync.Mutex
 	pending []*commitCall
 	running bool
+	// lastSize and lastTook describe the last commit; want, when not 0, is
+	// the pending count that wakes a waiting gather through full.
+	lastSize int
+	lastTook time.Duration
+	want     int
+	full     chan struct{}
 	// commits and calls count the transactions committed and the calls
 	// they held (for the benchmarks' calls per commit).
 	commits, calls atomic.Int64
@@ -434,13 +443,17 @@ type groupCommitter struct {
 // that brought more calls is followed by another.
 const maxGatherYields = 4
 
+// maxGatherWait bounds how long a commit waits for the calls of a group
+// as large as the last.
+const maxGatherWait = 2 * time.Millisecond
+
 type commitCall struct {
 	fn   func(*bolt.Tx) error
 	done chan error
 }
 
 func newGroupCommitter(db *bolt.DB) *groupCommitter {
-	return &groupCommitter{db: db}
+	return &groupCommitter{db: db, full: make(chan struct{}, 1)}
 }
 
 // do runs fn in a read-write transaction shared with other callers and
@@ -457,6 +470,13 @@ func (g *groupCommitter) do(fn func(*bolt.Tx) error) error {
 		g.running = true
 		go g.run()
 	}
+	if g.want > 0 && len(g.pending) >= g.want {
+		g.want = 0
+		select {
+		case g.full <- struct{}{}:
+		default:
+		}
+	}
 	g.mu.Unlock()
 	return <-call.done
 }
@@ -470,6 +490,7 @@ func (g *groupCommitter) run() {
 		g.pending = nil
 		if len(group) == 0 {
 			g.running = false
+			g.lastSize = 0 // idle: the next caller is a lone one until shown otherwise
 			g.mu.Unlock()
 			return
 		}
@@ -478,15 +499,37 @@ func (g *groupCommitter) run() {
 	}
 }
 
-// gather yields the processor while that brings more calls, at most
-// maxGatherYields times.
+// gather lets the calls of the next group arrive (see groupCommitter):
+// it yields while that brings more calls, at most maxGatherYields times,
+// then waits for as many calls as the last group held, bounded in time.
 func (g *groupCommitter) gather() {
 	for range maxGatherYields {
 		before := g.pendingCalls()
 		runtime.Gosched()
 		if g.pendingCalls() == before {
-			return
+			break
 		}
+	}
+	g.mu.Lock()
+	wait := min(g.lastTook/2, maxGatherWait)
+	if len(g.pending) >= g.lastSize || wait <= 0 {
+		g.mu.Unlock()
+		return
+	}
+	g.want = g.lastSize
+	g.mu.Unlock()
+	timer := time.NewTimer(wait)
+	select {
+	case <-g.full:
+	case <-timer.C:
+	}
+	timer.Stop()
+	g.mu.Lock()
+	g.want = 0
+	g.mu.Unlock()
+	select { // a signal sent as the timer fired
+	case <-g.full:
+	default:
 	}
 }
 
@@ -499,6 +542,12 @@ func (g *groupCommitter) pendingCalls() int {
 func (g *groupCommitter) commit(group []*commitCall) {
 	g.commits.Add(1)
 	g.calls.Add(int64(len(group)))
+	start := time.Now()
+	defer func() {
+		g.mu.Lock()
+		g.lastSize, g.lastTook = len(group), time.Since(start)
+		g.mu.Unlock()
+	}()
 	failed := -1
 	err := g.db.Update(func(tx *bolt.Tx) error {
 		for i, c := range group {
