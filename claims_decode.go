@@ -127,29 +127,41 @@ func decodeRefreshClaims(c *refreshClaims, data []byte) bool {
 }
 
 // refreshClaim decodes the value of one of refreshClaimNames, at d.pos.
-func (d *claimsDecoder) refreshClaim(c *refreshClaims, key []byte) error {
-	var err error
-	switch string(key) {
-	case "iss":
-		err = d.optString(&c.Issuer)
-	case "sub":
-		err = d.optString(&c.Subject)
-	case "jti":
-		err = d.optString(&c.ID)
-	case "sid":
-		err = d.optString(&c.SID)
-	case "aud":
-		err = d.audience(&c.Audience)
-	case "exp":
-		c.ExpiresAt, err = d.numericDate()
-	case "nbf":
-		c.NotBefore, err = d.numericDate()
-	case "iat":
-		c.IssuedAt, err = d.numericDate()
-	case "gen":
+func (d *claimsDecoder) refreshClaim(c *refreshClaims, key []byte) (err error) {
+	if handled, err := d.sharedClaim(&c.RegisteredClaims, &c.SID, key); handled {
+		return err
+	}
+	if string(key) == "gen" {
 		c.Generation, err = d.unsigned()
 	}
 	return err
+}
+
+// sharedClaim decodes, at d.pos, one of the claims access and refresh
+// tokens share (the registered ones and sid) into rc or sid; handled is
+// false for any other claim.
+func (d *claimsDecoder) sharedClaim(rc *jwt.RegisteredClaims, sid *string, key []byte) (handled bool, err error) {
+	switch string(key) {
+	case "iss":
+		err = d.optString(&rc.Issuer)
+	case "sub":
+		err = d.optString(&rc.Subject)
+	case "jti":
+		err = d.optString(&rc.ID)
+	case "sid":
+		err = d.optString(sid)
+	case "aud":
+		err = d.audience(&rc.Audience)
+	case "exp":
+		rc.ExpiresAt, err = d.numericDate()
+	case "nbf":
+		rc.NotBefore, err = d.numericDate()
+	case "iat":
+		rc.IssuedAt, err = d.numericDate()
+	default:
+		return false, nil
+	}
+	return true, err
 }
 
 // unsigned reads a JSON number as encoding/json decodes it into a uint64:
@@ -244,28 +256,18 @@ var errClaimType = errors.New("claim has the wrong JSON type")
 
 // claim decodes the value of one claim, at d.pos. key is only read.
 func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
+	if handled, err := d.sharedClaim(&c.RegisteredClaims, &c.SID, key); handled {
+		if err != nil {
+			return fmt.Errorf("claim %q: %w", key, err)
+		}
+		return nil
+	}
 	var err error
 	switch string(key) { // compiled without a copy of key
-	case "iss":
-		err = d.optString(&c.Issuer)
-	case "sub":
-		err = d.optString(&c.Subject)
-	case "jti":
-		err = d.optString(&c.ID)
-	case "sid":
-		err = d.optString(&c.SID)
 	case "email":
 		err = d.optString(&c.Email)
 	case "name":
 		err = d.optString(&c.Name)
-	case "exp":
-		c.ExpiresAt, err = d.numericDate()
-	case "nbf":
-		c.NotBefore, err = d.numericDate()
-	case "iat":
-		c.IssuedAt, err = d.numericDate()
-	case "aud":
-		err = d.audience(&c.Audience)
 	case "roles":
 		err = d.stringList(&c.Roles)
 	case "amr":

@@ -32,15 +32,21 @@ import (
 //     token's, the signature must match: HS256 (constant-time comparison),
 //     EdDSA, ES256 or RS256, checked as golang-jwt's signing methods do;
 //   - the claims are decoded by decodeAccessClaims (the same function the
-//     parser path uses) and checked by a jwt.Validator built from the very
-//     options of the parser (exp required, nbf, iat, iss, aud, clock), then
-//     for sub and sid as verifyAccess does.
+//     parser path uses) and checked as a jwt.Validator built from the very
+//     options of the parser checks them (registeredClaimsValid: exp
+//     required, nbf, iat, iss, aud, clock), then for sub and sid as
+//     verifyAccess does.
+//
+// Refresh tokens have a fast path too (fastVerifyRefresh): the same checks
+// up to the claims, which must be exactly the ones this plugin writes
+// (decodeRefreshClaims), then verifyRefresh's.
 //
 // Anything else, including every refusal, falls through to the full
 // golang-jwt path, which decides and gives the error. So the fast path
 // never accepts a token the full path would refuse, and never refuses one
 // it would accept; TestFastPathAgreesWithParser checks this on mutated
-// tokens. A check added to verify or verifyAccess must be added here too
+// tokens, and the fuzz targets FuzzFastPathAgreesWithFullPath and
+// FuzzRefreshFastPathAgreesWithFullPath on arbitrary ones. A check added to verify or verifyAccess must be added here too
 // (or the fast path turned off by returning nil, false).
 
 var b64url = base64.RawURLEncoding.Strict()

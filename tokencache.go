@@ -10,7 +10,9 @@ import (
 
 // The verified-token cache lets a repeated access token skip the signature
 // check and the claims decoding: a guarded request carrying a token seen
-// before costs a hash of the token string and a map lookup.
+// before costs a hash of the token string and a load from its hot slot
+// (else a map lookup under its shard's read lock). A miss reuses the
+// lookup's hash for the insertion.
 //
 // What it keeps, and for how long:
 //   - Only tokens that passed full verification (signature, typ, kid, alg,

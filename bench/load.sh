@@ -106,6 +106,14 @@ secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 password=bench-password
 hash=$("$work/helper" hash "$password")
 
+# the same guard on both sites (one realm, one store)
+guard="token_auth /guarded* {
+		signing_key hs256 {env.BENCH_SECRET}
+		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
+		user bench $hash
+		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
+	}"
+
 cat >"$work/Caddyfile" <<EOF
 {
 	admin $admin
@@ -115,22 +123,12 @@ cat >"$work/Caddyfile" <<EOF
 }
 
 http://127.0.0.1:$port {
-	token_auth /guarded* {
-		signing_key hs256 {env.BENCH_SECRET}
-		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
-		user bench $hash
-		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
-	}
+	$guard
 	respond "ok"
 }
 
 http://127.0.0.1:$fport {
-	token_auth /guarded* {
-		signing_key hs256 {env.BENCH_SECRET}
-		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
-		user bench $hash
-		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
-	}
+	$guard
 	root * $work/www
 	file_server
 }
