@@ -46,8 +46,9 @@ import (
 // never accepts a token the full path would refuse, and never refuses one
 // it would accept; TestFastPathAgreesWithParser checks this on mutated
 // tokens, and the fuzz targets FuzzFastPathAgreesWithFullPath and
-// FuzzRefreshFastPathAgreesWithFullPath on arbitrary ones. A check added to verify or verifyAccess must be added here too
-// (or the fast path turned off by returning nil, false).
+// FuzzRefreshFastPathAgreesWithFullPath on arbitrary ones. A check added
+// to verify, verifyAccess or verifyRefresh must be added here too (or the
+// fast path turned off by returning nil, false).
 
 var b64url = base64.RawURLEncoding.Strict()
 
