@@ -88,8 +88,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building caddy and the helper"
-go build -o "$work/caddy" ./cmd/caddy
+if [ -n "${CADDY_BIN:-}" ]; then
+	echo "== using $CADDY_BIN; building the helper"
+	cp "$CADDY_BIN" "$work/caddy"
+else
+	echo "== building caddy and the helper"
+	go build -o "$work/caddy" ./cmd/caddy
+fi
 go build -o "$work/helper" ./bench/loadhelper
 
 port=$("$work/helper" port)
