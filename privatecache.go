@@ -40,8 +40,9 @@ func (p *privateAnswer) WriteHeader(status int) {
 	// 1xx answers are informational; the final one comes later
 	if status < 100 || status > 199 {
 		p.wroteHeader = true
-		if h := p.Header(); h.Get("Cache-Control") == "" {
-			h.Set("Cache-Control", privateCacheControl)
+		// h.Get and h.Set, without canonicalizing a canonical name
+		if h := p.Header(); len(h["Cache-Control"]) == 0 || h["Cache-Control"][0] == "" {
+			h["Cache-Control"] = []string{privateCacheControl}
 		}
 	}
 	p.ResponseWriterWrapper.WriteHeader(status)
