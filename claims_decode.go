@@ -178,18 +178,53 @@ func (d *claimsDecoder) unsigned() (uint64, error) {
 // without allocating: the reserved claims by bit, custom ones by Extra.
 type claimSet struct{ reserved uint32 }
 
-// reservedClaimBits numbers the reserved claims for claimSet.
-var reservedClaimBits = func() map[string]uint32 {
-	m := make(map[string]uint32, len(reservedClaims))
-	for k := range reservedClaims {
-		m[k] = 1 << len(m)
+// reservedClaimBit numbers the reserved claims for claimSet (0: not
+// reserved). A switch, not a map: no hashing of every claim name.
+// TestReservedClaimBitMatchesReservedClaims keeps it in step with
+// reservedClaims.
+func reservedClaimBit(key []byte) uint32 {
+	switch string(key) {
+	case "iss":
+		return 1 << 0
+	case "sub":
+		return 1 << 1
+	case "aud":
+		return 1 << 2
+	case "exp":
+		return 1 << 3
+	case "nbf":
+		return 1 << 4
+	case "iat":
+		return 1 << 5
+	case "jti":
+		return 1 << 6
+	case "sid":
+		return 1 << 7
+	case "gen":
+		return 1 << 8
+	case "email":
+		return 1 << 9
+	case "name":
+		return 1 << 10
+	case "roles":
+		return 1 << 11
+	case "id":
+		return 1 << 12
+	case "typ":
+		return 1 << 13
+	case "amr":
+		return 1 << 14
+	case "auth_time":
+		return 1 << 15
+	case "cnf":
+		return 1 << 16
 	}
-	return m
-}()
+	return 0
+}
 
 // add records key and reports whether it was seen before.
 func (s *claimSet) add(key []byte, c *accessClaims) bool {
-	if bit, ok := reservedClaimBits[string(key)]; ok {
+	if bit := reservedClaimBit(key); bit != 0 {
 		dup := s.reserved&bit != 0
 		s.reserved |= bit
 		return dup
@@ -512,7 +547,14 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 	if !d.number() { // null too: as checkTokenJSON, a time claim is a number or absent
 		return nil, errClaimType
 	}
-	f, err := strconv.ParseFloat(string(d.data[start:d.pos]), 64)
+	text := d.data[start:d.pos]
+	if n, ok := smallInteger(text); ok { // what ParseFloat and Modf give for it, without them
+		if n > maxNumericDate {
+			return nil, errors.New("out of range")
+		}
+		return d.arena.date(time.Unix(n, 0)), nil
+	}
+	f, err := strconv.ParseFloat(string(text), 64)
 	if err != nil {
 		return nil, err
 	}
@@ -521,6 +563,23 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 	}
 	round, frac := math.Modf(f)
 	return d.arena.date(time.Unix(int64(round), int64(frac*1e9))), nil
+}
+
+// smallInteger reads a number of at most 15 decimal digits and nothing
+// else (no sign, point or exponent): a value a float64 holds exactly, so
+// reading it as one and splitting off its (zero) fraction gives the same.
+func smallInteger(text []byte) (int64, bool) {
+	if len(text) == 0 || len(text) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, b := range text {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, true
 }
 
 // number moves past a JSON number, following its grammar exactly
