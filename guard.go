@@ -267,16 +267,21 @@ var identityNames = [...]string{"id", "sid", "email", "name", "roles", "amr", "a
 // is found before any provider, so to keep which value wins exactly as
 // when the guard Set its own (the guard's over an earlier handler's, a
 // later handler's over the guard's):
-//   - when an identity is there already (http.auth.user.id is known: an
-//     earlier token_auth or caddyauth handler), the guard Sets its values
-//     over it, as it always did;
-//   - otherwise it deletes whatever an earlier handler may have Set under
-//     its names (nothing, nearly always: deleting from an empty map costs
-//     next to nothing), then adds the provider.
+//   - when another guard has added its provider to this request (it
+//     marks the request with identityVar), the guard Sets its values over
+//     it, as it always did;
+//   - otherwise it deletes whatever an earlier handler (caddyauth, say)
+//     may have Set under its names (nothing, nearly always: deleting from
+//     an empty map costs next to nothing), then adds the provider.
+//
+// The mark is a request variable rather than a look-up of
+// http.auth.user.id, which walks every provider of the Replacer (Caddy's
+// own request placeholders among them): a third of what the look-up and
+// the deletes together cost (BENCHMARKS.md).
 func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	provider := c.placeholders
-	if _, known := repl.Get(identityPrefix + "id"); known || provider == nil {
+	if provider == nil || anotherGuardHere(r, repl) {
 		for _, p := range buildIdentityPlaceholders(c) {
 			repl.Set(p.name, p.value)
 		}
@@ -289,6 +294,22 @@ func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
 		repl.Delete(identityPrefix + k)
 	}
 	repl.Map(provider)
+	caddyhttp.SetVar(r.Context(), identityVar, true)
+}
+
+// identityVar marks a request whose Replacer has a guard's identity
+// provider (setIdentityPlaceholders).
+const identityVar = "token_auth.identity_provider"
+
+// anotherGuardHere says whether another guard has added its provider to
+// the request's Replacer. A request without Caddy's request variables (a
+// handler called outside Caddy's server) is asked its Replacer instead.
+func anotherGuardHere(r *http.Request, repl *caddy.Replacer) bool {
+	if vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		return vars[identityVar] != nil
+	}
+	_, known := repl.Get(identityPrefix + "id")
+	return known
 }
 
 // identityPlaceholderNames are identityNames with identityPrefix.

@@ -171,18 +171,23 @@ func TestGuardPlaceholdersWhichValueWins(t *testing.T) {
 		want(repl, "email", "later@example.com")
 		want(repl, "name", "Alice")
 	})
-	t.Run("second guard", func(t *testing.T) {
-		r, repl := guardedRequest(alice)
-		serve(ta, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			r.Header.Set("Authorization", "Bearer "+bob)
-			return ta.ServeHTTP(w, r, new(countingHandler))
-		}))
-		want(repl, "id", "bob")
-		want(repl, "sid", "s2")
-		want(repl, "email", "bob@example.com")
-		want(repl, "roles", "")
-		want(repl, "team", "blue") // alice's custom claim, which bob's token does not override
-	})
+	for _, caddyServed := range []bool{true, false} { // with Caddy's request variables, and without
+		t.Run(fmt.Sprintf("second guard, as Caddy serves it %v", caddyServed), func(t *testing.T) {
+			r, repl := guardedRequest(alice)
+			if caddyServed {
+				r = caddyhttp.PrepareRequest(r, repl, httptest.NewRecorder(), &caddyhttp.Server{})
+			}
+			serve(ta, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				r.Header.Set("Authorization", "Bearer "+bob)
+				return ta.ServeHTTP(w, r, new(countingHandler))
+			}))
+			want(repl, "id", "bob")
+			want(repl, "sid", "s2")
+			want(repl, "email", "bob@example.com")
+			want(repl, "roles", "")
+			want(repl, "team", "blue") // alice's custom claim, which bob's token does not override
+		})
+	}
 	t.Run("unknown names", func(t *testing.T) {
 		r, repl := guardedRequest(alice)
 		serve(ta, r, new(countingHandler))
