@@ -24,8 +24,15 @@ import (
 // claim unset. golang-jwt hands this function the claims only after
 // encoding/json has checked they are well-formed JSON; it still refuses
 // anything malformed on its own rather than trusting that.
+//
+// It allocates once for every string claim together: the object is copied
+// into one string, and every plain claim string is a piece of it; lists
+// and time claims take their storage from the claims' own arena (see
+// claimsArena). Only custom claims, escaped strings and long lists
+// allocate more.
 func decodeAccessClaims(c *accessClaims, data []byte) error {
-	d := claimsDecoder{data: data}
+	src := string(data) // the one copy: data belongs to the caller
+	d := claimsDecoder{data: bytesView(src), src: src, arena: &c.arena}
 	d.skipSpace()
 	if !d.consume('{') {
 		return d.syntaxError("expected {")
@@ -64,22 +71,160 @@ func decodeAccessClaims(c *accessClaims, data []byte) error {
 	}
 }
 
+// refreshClaimNames are the claims decodeRefreshClaims takes, by bit.
+var refreshClaimNames = [...]string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "gen"}
+
+// decodeRefreshClaims decodes a refresh token's claims for the fast path
+// (fastVerifyRefresh), or reports false for anything it does not take:
+// any claim but refreshClaimNames, a claim twice, a null, a key with
+// escapes, a value of the wrong type, a gen that encoding/json would not
+// decode into a uint64. What it takes, it decodes as encoding/json does
+// into refreshClaims.
+func decodeRefreshClaims(c *refreshClaims, data []byte) bool {
+	src := string(data) // the one copy: data belongs to the caller
+	d := claimsDecoder{data: bytesView(src), src: src}
+	d.skipSpace()
+	if !d.consume('{') {
+		return false
+	}
+	var seen uint16
+	for first := true; ; first = false {
+		d.skipSpace()
+		if first && d.consume('}') {
+			return d.end() == nil
+		}
+		key, ok := d.plainString()
+		if !ok {
+			return false
+		}
+		bit := uint16(0)
+		for i, name := range refreshClaimNames {
+			if string(key) == name {
+				bit = 1 << i
+			}
+		}
+		if bit == 0 || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		d.skipSpace()
+		if !d.consume(':') {
+			return false
+		}
+		d.skipSpace()
+		if d.peek() == 'n' {
+			return false // null: the full path decides
+		}
+		if d.refreshClaim(c, key) != nil {
+			return false
+		}
+		d.skipSpace()
+		if d.consume(',') {
+			continue
+		}
+		return d.consume('}') && d.end() == nil
+	}
+}
+
+// refreshClaim decodes the value of one of refreshClaimNames, at d.pos.
+func (d *claimsDecoder) refreshClaim(c *refreshClaims, key []byte) (err error) {
+	if handled, err := d.sharedClaim(&c.RegisteredClaims, &c.SID, key); handled {
+		return err
+	}
+	if string(key) == "gen" {
+		c.Generation, err = d.unsigned()
+	}
+	return err
+}
+
+// sharedClaim decodes, at d.pos, one of the claims access and refresh
+// tokens share (the registered ones and sid) into rc or sid; handled is
+// false for any other claim.
+func (d *claimsDecoder) sharedClaim(rc *jwt.RegisteredClaims, sid *string, key []byte) (handled bool, err error) {
+	switch string(key) {
+	case "iss":
+		err = d.optString(&rc.Issuer)
+	case "sub":
+		err = d.optString(&rc.Subject)
+	case "jti":
+		err = d.optString(&rc.ID)
+	case "sid":
+		err = d.optString(sid)
+	case "aud":
+		err = d.audience(&rc.Audience)
+	case "exp":
+		rc.ExpiresAt, err = d.numericDate()
+	case "nbf":
+		rc.NotBefore, err = d.numericDate()
+	case "iat":
+		rc.IssuedAt, err = d.numericDate()
+	default:
+		return false, nil
+	}
+	return true, err
+}
+
+// unsigned reads a JSON number as encoding/json decodes it into a uint64:
+// decimal digits only (no sign, fraction or exponent), at most 2^64-1.
+func (d *claimsDecoder) unsigned() (uint64, error) {
+	start := d.pos
+	if !d.number() {
+		return 0, errClaimType
+	}
+	return strconv.ParseUint(string(d.data[start:d.pos]), 10, 64)
+}
+
 // claimSet remembers which claims an object has had, to refuse duplicates
 // without allocating: the reserved claims by bit, custom ones by Extra.
 type claimSet struct{ reserved uint32 }
 
-// reservedClaimBits numbers the reserved claims for claimSet.
-var reservedClaimBits = func() map[string]uint32 {
-	m := make(map[string]uint32, len(reservedClaims))
-	for k := range reservedClaims {
-		m[k] = 1 << len(m)
+// reservedClaimBit numbers the reserved claims for claimSet (0: not
+// reserved). A switch, not a map: no hashing of every claim name.
+// TestReservedClaimBitMatchesReservedClaims keeps it in step with
+// reservedClaims.
+func reservedClaimBit(key []byte) uint32 {
+	switch string(key) {
+	case "iss":
+		return 1 << 0
+	case "sub":
+		return 1 << 1
+	case "aud":
+		return 1 << 2
+	case "exp":
+		return 1 << 3
+	case "nbf":
+		return 1 << 4
+	case "iat":
+		return 1 << 5
+	case "jti":
+		return 1 << 6
+	case "sid":
+		return 1 << 7
+	case "gen":
+		return 1 << 8
+	case "email":
+		return 1 << 9
+	case "name":
+		return 1 << 10
+	case "roles":
+		return 1 << 11
+	case "id":
+		return 1 << 12
+	case "typ":
+		return 1 << 13
+	case "amr":
+		return 1 << 14
+	case "auth_time":
+		return 1 << 15
+	case "cnf":
+		return 1 << 16
 	}
-	return m
-}()
+	return 0
+}
 
 // add records key and reports whether it was seen before.
 func (s *claimSet) add(key []byte, c *accessClaims) bool {
-	if bit, ok := reservedClaimBits[string(key)]; ok {
+	if bit := reservedClaimBit(key); bit != 0 {
 		dup := s.reserved&bit != 0
 		s.reserved |= bit
 		return dup
@@ -91,34 +236,73 @@ func (s *claimSet) add(key []byte, c *accessClaims) bool {
 type claimsDecoder struct {
 	data []byte
 	pos  int
+	// src, when set, is data as a string: plain strings are sliced from
+	// it instead of copied. arena, when set, holds lists and dates.
+	src   string
+	arena *claimsArena
+}
+
+// claimsArena is storage inside accessClaims for what decoding would
+// otherwise allocate piece by piece: the time claims (exp, nbf, iat,
+// auth_time point into dates) and the string lists (aud, roles, amr are
+// slices of strs, capped so that an append by anyone reallocates rather
+// than overwrites a neighbour). A claims value is decoded once, so each
+// slot is used at most once.
+type claimsArena struct {
+	dates [4]jwt.NumericDate
+	nDate int
+	strs  [8]string
+	nStr  int
+}
+
+// date stores t in the arena and returns where, or a new NumericDate when
+// the arena is full or absent.
+func (a *claimsArena) date(t time.Time) *jwt.NumericDate {
+	if a == nil || a.nDate == len(a.dates) {
+		return jwt.NewNumericDate(t)
+	}
+	p := &a.dates[a.nDate]
+	a.nDate++
+	*p = jwt.NumericDate{Time: t.Truncate(jwt.TimePrecision)} // as jwt.NewNumericDate
+	return p
+}
+
+// list returns an empty string list to append to: the rest of the arena,
+// or nil (append allocates) when none is left.
+func (a *claimsArena) list() []string {
+	if a == nil {
+		return nil
+	}
+	return a.strs[a.nStr:a.nStr]
+}
+
+// keep closes a list made from list(): its elements stay in the arena if
+// they fit (capped there), and the arena moves past them.
+func (a *claimsArena) keep(l []string) []string {
+	if a == nil || len(l) == 0 || a.nStr+len(l) > len(a.strs) || &l[0] != &a.strs[a.nStr] {
+		return l
+	}
+	start := a.nStr
+	a.nStr += len(l)
+	return a.strs[start:a.nStr:a.nStr]
 }
 
 var errClaimType = errors.New("claim has the wrong JSON type")
 
 // claim decodes the value of one claim, at d.pos. key is only read.
 func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
+	if handled, err := d.sharedClaim(&c.RegisteredClaims, &c.SID, key); handled {
+		if err != nil {
+			return fmt.Errorf("claim %q: %w", key, err)
+		}
+		return nil
+	}
 	var err error
 	switch string(key) { // compiled without a copy of key
-	case "iss":
-		err = d.optString(&c.Issuer)
-	case "sub":
-		err = d.optString(&c.Subject)
-	case "jti":
-		err = d.optString(&c.ID)
-	case "sid":
-		err = d.optString(&c.SID)
 	case "email":
 		err = d.optString(&c.Email)
 	case "name":
 		err = d.optString(&c.Name)
-	case "exp":
-		c.ExpiresAt, err = d.numericDate()
-	case "nbf":
-		c.NotBefore, err = d.numericDate()
-	case "iat":
-		c.IssuedAt, err = d.numericDate()
-	case "aud":
-		err = d.audience(&c.Audience)
 	case "roles":
 		err = d.stringList(&c.Roles)
 	case "amr":
@@ -222,6 +406,9 @@ func (d *claimsDecoder) str() (string, error) {
 		switch b := d.data[i]; {
 		case b == '"':
 			d.pos = i + 1
+			if d.src != "" {
+				return d.src[start:i], nil
+			}
 			return string(d.data[start:i]), nil
 		case b == '\\' || b < 0x20 || b >= 0x80:
 			d.pos = start - 1
@@ -300,10 +487,13 @@ func (d *claimsDecoder) stringList(dst *[]string) error {
 	if !d.consume('[') {
 		return errClaimType
 	}
-	list := []string{}
+	list := d.arena.list()
+	if list == nil {
+		list = []string{}
+	}
 	d.skipSpace()
 	if d.consume(']') {
-		*dst = list
+		*dst = list[:0:0]
 		return nil
 	}
 	for {
@@ -321,7 +511,7 @@ func (d *claimsDecoder) stringList(dst *[]string) error {
 			continue
 		}
 		if d.consume(']') {
-			*dst = list
+			*dst = d.arena.keep(list)
 			return nil
 		}
 		return d.syntaxError("expected , or ]")
@@ -334,7 +524,7 @@ func (d *claimsDecoder) audience(dst *jwt.ClaimStrings) error {
 	switch d.peek() {
 	case '"':
 		s, err := d.str()
-		*dst = jwt.ClaimStrings{s}
+		*dst = d.arena.keep(append(d.arena.list(), s))
 		return err
 	case '[':
 		var list []string
@@ -357,7 +547,14 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 	if !d.number() { // null too: as checkTokenJSON, a time claim is a number or absent
 		return nil, errClaimType
 	}
-	f, err := strconv.ParseFloat(string(d.data[start:d.pos]), 64)
+	text := d.data[start:d.pos]
+	if n, ok := smallInteger(text); ok { // what ParseFloat and Modf give for it, without them
+		if n > maxNumericDate {
+			return nil, errors.New("out of range")
+		}
+		return d.arena.date(time.Unix(n, 0)), nil
+	}
+	f, err := strconv.ParseFloat(string(text), 64)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +562,24 @@ func (d *claimsDecoder) numericDate() (*jwt.NumericDate, error) {
 		return nil, errors.New("out of range")
 	}
 	round, frac := math.Modf(f)
-	return jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9))), nil
+	return d.arena.date(time.Unix(int64(round), int64(frac*1e9))), nil
+}
+
+// smallInteger reads a number of at most 15 decimal digits and nothing
+// else (no sign, point or exponent): a value a float64 holds exactly, so
+// reading it as one and splitting off its (zero) fraction gives the same.
+func smallInteger(text []byte) (int64, bool) {
+	if len(text) == 0 || len(text) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, b := range text {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, true
 }
 
 // number moves past a JSON number, following its grammar exactly

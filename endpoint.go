@@ -65,9 +65,9 @@ type authResult struct {
 }
 
 type authInfo struct {
-	Strategy    string         `json:"strategy"`
-	AccessToken string         `json:"accessToken"`
-	Payload     map[string]any `json:"payload"`
+	Strategy    string          `json:"strategy"`
+	AccessToken string          `json:"accessToken"`
+	Payload     json.RawMessage `json:"payload"` // the access token's claims
 }
 
 // readBody reads a request body of at most maxBodySize bytes.
@@ -213,7 +213,7 @@ func (ta *TokenAuth) openSessionWith(r *http.Request, user *User, signIn SignIn)
 // issuePair signs an access and a refresh token for the session's current
 // generation.
 func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authResult, error) {
-	access, claims, err := ta.tokens.issueSessionAccess(ta.withSSOClaims(withSignInClaims(user, s), s), s, s.deadline()) // idp.go, sso.go
+	access, _, claimsJSON, err := ta.tokens.issueSessionAccessJSON(ta.withSSOClaims(withSignInClaims(user, s), s), s, s.deadline()) // idp.go, sso.go
 	if err != nil {
 		return nil, fmt.Errorf("signing access token: %w", err)
 	}
@@ -224,7 +224,7 @@ func (ta *TokenAuth) issuePair(user *User, s Session, strategy string) (*authRes
 	return &authResult{
 		AccessToken:    access,
 		RefreshToken:   refresh,
-		Authentication: authInfo{Strategy: strategy, AccessToken: access, Payload: claims.payload()},
+		Authentication: authInfo{Strategy: strategy, AccessToken: access, Payload: claimsJSON},
 		TokenType:      boundTokenType(s.JKT),
 		User:           user.publicUser(),
 		sessionEnd:     s.deadline(),

@@ -10,8 +10,12 @@ import (
 	"encoding/base64"
 	"hash"
 	"math/big"
+	"slices"
 	"strings"
+	"time"
 	"unsafe"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // The fast path verifies the access tokens this plugin signs without
@@ -28,16 +32,23 @@ import (
 //     token's, the signature must match: HS256 (constant-time comparison),
 //     EdDSA, ES256 or RS256, checked as golang-jwt's signing methods do;
 //   - the claims are decoded by decodeAccessClaims (the same function the
-//     parser path uses) and checked by a jwt.Validator built from the very
-//     options of the parser (exp required, nbf, iat, iss, aud, clock), then
-//     for sub and sid as verifyAccess does.
+//     parser path uses) and checked as a jwt.Validator built from the very
+//     options of the parser checks them (registeredClaimsValid: exp
+//     required, nbf, iat, iss, aud, clock), then for sub and sid as
+//     verifyAccess does.
+//
+// Refresh tokens have a fast path too (fastVerifyRefresh): the same checks
+// up to the claims, which must be exactly the ones this plugin writes
+// (decodeRefreshClaims), then verifyRefresh's.
 //
 // Anything else, including every refusal, falls through to the full
 // golang-jwt path, which decides and gives the error. So the fast path
 // never accepts a token the full path would refuse, and never refuses one
 // it would accept; TestFastPathAgreesWithParser checks this on mutated
-// tokens. A check added to verify or verifyAccess must be added here too
-// (or the fast path turned off by returning nil, false).
+// tokens, and the fuzz targets FuzzFastPathAgreesWithFullPath and
+// FuzzRefreshFastPathAgreesWithFullPath on arbitrary ones. A check added
+// to verify, verifyAccess or verifyRefresh must be added here too (or the
+// fast path turned off by returning nil, false).
 
 var b64url = base64.RawURLEncoding.Strict()
 
@@ -48,6 +59,57 @@ const maxFastHeader = 192
 // fastVerifyAccess returns the claims of raw if the fast path can accept
 // it, else ok == false: the caller must then use verifyAccess.
 func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok bool) {
+	return ts.fastVerifyAccessAt(raw, ts.now())
+}
+
+// maxFastPayload is the decoded claims size the fast path decodes on the
+// stack; larger claims get a buffer of their own.
+const maxFastPayload = 1024
+
+// fastVerifyAccessAt is fastVerifyAccess with the time claims checked
+// against now.
+func (ts *tokenService) fastVerifyAccessAt(raw string, now time.Time) (claims *accessClaims, ok bool) {
+	var pbuf [maxFastPayload]byte
+	payload, ok := ts.fastSignedPayload(raw, typAccess, pbuf[:])
+	if !ok {
+		return nil, false
+	}
+	claims = new(accessClaims)
+	if decodeAccessClaims(claims, payload) != nil { // copies what it keeps
+		return nil, false
+	}
+	if !ts.registeredClaimsValid(&claims.RegisteredClaims, now) || claims.SID == "" || claims.Subject == "" {
+		return nil, false
+	}
+	return claims, true
+}
+
+// fastVerifyRefresh is the fast path for refresh tokens (the endpoint's
+// refresh verifies one per rotation): the same checks as for access
+// tokens up to the claims, which must be exactly this plugin's (the
+// registered ones, sid and gen, each at most once, none null: anything
+// else steps aside), then what verifyRefresh checks.
+func (ts *tokenService) fastVerifyRefresh(raw string) (*refreshClaims, bool) {
+	var pbuf [maxFastPayload]byte
+	payload, ok := ts.fastSignedPayload(raw, typRefresh, pbuf[:])
+	if !ok {
+		return nil, false
+	}
+	claims := new(refreshClaims)
+	if !decodeRefreshClaims(claims, payload) {
+		return nil, false
+	}
+	if !ts.registeredClaimsValid(&claims.RegisteredClaims, ts.now()) || claims.SID == "" || claims.Subject == "" || claims.Generation == 0 {
+		return nil, false
+	}
+	return claims, true
+}
+
+// fastSignedPayload checks what the fast path checks before the claims
+// (the token's form, a header of exactly alg, typ wantTyp and kid, the
+// kid's key and algorithm, the signature) and returns the decoded claims
+// JSON, in buf when it fits.
+func (ts *tokenService) fastSignedPayload(raw, wantTyp string, buf []byte) ([]byte, bool) {
 	if raw == "" || len(raw) > maxTokenSize || ts.validator == nil {
 		return nil, false
 	}
@@ -67,7 +129,7 @@ func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok b
 	if err != nil {
 		return nil, false
 	}
-	alg, kid, ok := fastHeader(hbuf[:n])
+	alg, kid, ok := fastHeader(hbuf[:n], wantTyp)
 	if !ok {
 		return nil, false
 	}
@@ -86,24 +148,42 @@ func (ts *tokenService) fastVerifyAccess(raw string) (claims *accessClaims, ok b
 	}
 
 	// claims
-	payload := make([]byte, b64url.DecodedLen(len(payloadSeg)))
-	n, err = b64url.Decode(payload, bytesView(payloadSeg))
+	if size := b64url.DecodedLen(len(payloadSeg)); size > len(buf) {
+		buf = make([]byte, size)
+	}
+	n, err = b64url.Decode(buf, bytesView(payloadSeg))
 	if err != nil {
 		return nil, false
 	}
-	claims = new(accessClaims)
-	if decodeAccessClaims(claims, payload[:n]) != nil {
-		return nil, false
-	}
-	if ts.validator.Validate(claims) != nil || claims.SID == "" || claims.Subject == "" {
-		return nil, false
-	}
-	return claims, true
+	return buf[:n], true
 }
 
-// fastHeader reads a header of exactly an alg, an access token typ and a
+// registeredClaimsValid checks the registered claims exactly as
+// ts.validator (a jwt.Validator with the parser's options: exp required,
+// nbf and iat not in the future, no leeway, the issuer, the audience)
+// does, without its error values and interface calls: the fast path only
+// needs yes or no. TestRegisteredClaimsValidMatchesValidator compares the
+// two; a change to newTokenService's options must be made here too.
+func (ts *tokenService) registeredClaimsValid(c *jwt.RegisteredClaims, now time.Time) bool {
+	if c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Time) {
+		return false
+	}
+	if c.NotBefore != nil && now.Before(c.NotBefore.Time) {
+		return false
+	}
+	if c.IssuedAt != nil && now.Before(c.IssuedAt.Time) {
+		return false
+	}
+	aud := c.Audience
+	if len(aud) == 0 || len(aud) == 1 && aud[0] == "" || !slices.Contains(aud, ts.audience) {
+		return false
+	}
+	return ts.issuer == "" || c.Issuer == ts.issuer
+}
+
+// fastHeader reads a header of exactly an alg, a typ of wantTyp and a
 // kid, each once, and returns the alg and the kid (which alias data).
-func fastHeader(data []byte) (alg, kid []byte, ok bool) {
+func fastHeader(data []byte, wantTyp string) (alg, kid []byte, ok bool) {
 	d := claimsDecoder{data: data}
 	var seenAlg, seenTyp, seenKid bool
 	d.skipSpace()
@@ -112,8 +192,8 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 	}
 	for {
 		d.skipSpace()
-		name, err := d.key()
-		if err != nil {
+		name, ok := d.plainString()
+		if !ok {
 			return nil, nil, false
 		}
 		d.skipSpace()
@@ -121,17 +201,14 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 			return nil, nil, false
 		}
 		d.skipSpace()
-		if d.peek() != '"' {
-			return nil, nil, false
-		}
-		val, err := d.key()
-		if err != nil {
+		val, ok := d.plainString()
+		if !ok {
 			return nil, nil, false
 		}
 		switch {
 		case string(name) == "alg" && !seenAlg:
 			seenAlg, alg = true, val
-		case string(name) == "typ" && !seenTyp && (string(val) == typAccess || typMatches(string(val), typAccess)):
+		case string(name) == "typ" && !seenTyp && (string(val) == wantTyp || typMatches(string(val), wantTyp)):
 			seenTyp = true
 		case string(name) == "kid" && !seenKid:
 			seenKid, kid = true, val
@@ -149,6 +226,27 @@ func fastHeader(data []byte) (alg, kid []byte, ok bool) {
 	}
 }
 
+// plainString reads a JSON string of printable ASCII without escapes, as
+// this plugin writes its headers, and returns its bytes (which alias the
+// input); any other string is not for the fast path (ok false). Unlike
+// key, it never hands the input to encoding/json, so a header decoded
+// into a buffer on the stack stays there.
+func (d *claimsDecoder) plainString() (s []byte, ok bool) {
+	if !d.consume('"') {
+		return nil, false
+	}
+	for i := d.pos; i < len(d.data); i++ {
+		switch b := d.data[i]; {
+		case b == '"':
+			s, d.pos = d.data[d.pos:i], i+1
+			return s, true
+		case b == '\\' || b < 0x20 || b >= 0x80:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
 // fastVerifyHS256 checks an HS256 signature (constant-time comparison).
 func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
 	if _, isSecret := key.verify.([]byte); !isSecret || key.mac == nil {
@@ -161,13 +259,19 @@ func fastVerifyHS256(key *jwtKey, signingInput, sigSeg string) bool {
 	if n, err := b64url.Decode(sig[:], bytesView(sigSeg)); err != nil || n != len(sig) {
 		return false
 	}
-	mac := key.mac.Get().(hash.Hash)
-	mac.Reset()
-	_, _ = mac.Write(bytesView(signingInput))
-	var sum [sha256.Size]byte
-	good := hmac.Equal(mac.Sum(sum[:0]), sig[:])
-	key.mac.Put(mac)
+	st := key.mac.Get().(*hmacState)
+	st.mac.Reset()
+	_, _ = st.mac.Write(bytesView(signingInput))
+	good := hmac.Equal(st.mac.Sum(st.sum[:0]), sig[:])
+	key.mac.Put(st)
 	return good
+}
+
+// hmacState is a pooled HMAC with a buffer for its sum (a local one would
+// escape through the hash.Hash interface: an allocation per check).
+type hmacState struct {
+	mac hash.Hash
+	sum [sha256.Size]byte
 }
 
 // maxFastSignature bounds the signatures the fast path decodes: an RSA

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
 
@@ -164,7 +165,6 @@ func TestFastPathAsymmetric(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fast.vars, full.vars = nil, nil
 			if !reflect.DeepEqual(fast, full) {
 				t.Fatalf("fast path claims %+v, parser %+v", fast, full)
 			}
@@ -239,4 +239,119 @@ func mustDecode(t *testing.T, seg string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRegisteredClaimsValidMatchesValidator: the fast path's own check of
+// the registered claims says yes exactly when the jwt.Validator built from
+// the parser's options accepts, at the edges of every time claim and for
+// every form of iss and aud.
+func TestRegisteredClaimsValidMatchesValidator(t *testing.T) {
+	ts, clock := newTestTokens(t, 0)
+	now := clock.now()
+	at := func(d time.Duration) *jwt.NumericDate { return &jwt.NumericDate{Time: now.Add(d)} }
+	times := []*jwt.NumericDate{nil, at(-time.Hour), at(-time.Nanosecond), at(0), at(time.Nanosecond), at(time.Hour)}
+	auds := []jwt.ClaimStrings{nil, {}, {""}, {"test-realm"}, {"other"}, {"other", "test-realm"}, {"", "test-realm"}, {"test-realm "}}
+	issuers := []string{"", "test-issuer", "other", "Test-Issuer"}
+	n := 0
+	for _, exp := range times {
+		for _, nbf := range times {
+			for _, iat := range times {
+				for _, aud := range auds {
+					for _, iss := range issuers {
+						c := &accessClaims{RegisteredClaims: jwt.RegisteredClaims{
+							ExpiresAt: exp, NotBefore: nbf, IssuedAt: iat, Audience: aud, Issuer: iss,
+						}}
+						want := ts.validator.Validate(c) == nil
+						if got := ts.registeredClaimsValid(&c.RegisteredClaims, now); got != want {
+							t.Fatalf("exp %v nbf %v iat %v aud %q iss %q: fast check %v, validator %v", exp, nbf, iat, aud, iss, got, want)
+						}
+						if want {
+							n++
+						}
+					}
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no combination was valid: the table tests nothing")
+	}
+}
+
+// TestFastPathAllocations: a first-seen token without custom claims costs
+// the fast path two allocations, the claims and one string holding every
+// claim string (its lists and dates live in the claims' arena); the HMAC,
+// the header and the payload need none.
+func TestFastPathAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	ts, _ := newTestTokens(t, 0)
+	u := *testUser
+	u.Claims = nil
+	tok := mintAccess(t, ts, &u, "s1")
+	if _, ok := ts.fastVerifyAccess(tok); !ok {
+		t.Fatal("the fast path stepped aside on the plugin's own token")
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = ts.fastVerifyAccess(tok) }); n > 2 {
+		t.Fatalf("%v allocations per verification, want at most 2", n)
+	}
+}
+
+// TestRefreshFastPath: the plugin's own refresh tokens take the fast path
+// with the claims the full path gives; what the fast path does not take
+// (another claim, an escaped claim name, a null, a gen encoding/json would not
+// decode, an access token) steps aside, and the full path still decides.
+func TestRefreshFastPath(t *testing.T) {
+	ts, _ := newTestTokens(t, 0)
+	s := Session{ID: "s1", User: "alice", Generation: 7, Expires: time.Now().Add(time.Hour)}
+	tok, err := ts.issueRefresh(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, ok := ts.fastVerifyRefresh(tok)
+	if !ok {
+		t.Fatal("the fast path stepped aside on the plugin's own refresh token")
+	}
+	full := new(refreshClaims)
+	if err := ts.verify(tok, typRefresh, full); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fast, full) || fast.Generation != 7 || fast.SID != "s1" {
+		t.Fatalf("fast path claims %+v, parser %+v", fast, full)
+	}
+
+	kid := ts.keys.signer.kid
+	hdr := fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"rt+jwt"}`, kid)
+	exp := time.Now().Add(time.Hour).Unix()
+	good := fmt.Sprintf(`{"iss":"test-issuer","sub":"alice","aud":["test-realm"],"exp":%d,"jti":"j","sid":"s1","gen":3}`, exp)
+	if _, ok := ts.fastVerifyRefresh(signRaw(hdr, good)); !ok {
+		t.Fatal("the fast path stepped aside on a plain refresh token")
+	}
+	if c, ok := ts.fastVerifyRefresh(signRaw(hdr, strings.Replace(good, `"sid":"s1"`, `"sid":"s\u0031"`, 1))); !ok || c.SID != "s1" {
+		t.Fatalf("an escaped value: taken %v, claims %+v", ok, c)
+	}
+	for _, c := range []struct {
+		name, header, claims string
+		fullAccepts          bool
+	}{
+		{"another claim", hdr, strings.Replace(good, `"jti":"j"`, `"jti":"j","x":1`, 1), true},
+		{"escaped key", hdr, strings.Replace(good, `"sid":"s1"`, `"\u0073id":"s1"`, 1), true},
+		{"null", hdr, strings.Replace(good, `"jti":"j"`, `"jti":null`, 1), true},
+		{"gen with a fraction", hdr, strings.Replace(good, `"gen":3`, `"gen":3.0`, 1), false},
+		{"gen out of range", hdr, strings.Replace(good, `"gen":3`, `"gen":18446744073709551616`, 1), false},
+		{"gen 0", hdr, strings.Replace(good, `"gen":3`, `"gen":0`, 1), false},
+		{"duplicate claim", hdr, strings.Replace(good, `"gen":3`, `"gen":3,"gen":4`, 1), false},
+		{"access token", strings.Replace(hdr, "rt+jwt", "at+jwt", 1), good, false},
+		{"expired", hdr, strings.Replace(good, fmt.Sprint(exp), "1", 1), false},
+		{"other audience", hdr, strings.Replace(good, "test-realm", "other", 1), false},
+	} {
+		raw := signRaw(c.header, c.claims)
+		if _, ok := ts.fastVerifyRefresh(raw); ok {
+			t.Errorf("%s: taken by the fast path", c.name)
+		}
+		if _, err := ts.verifyRefresh(raw); (err == nil) != c.fullAccepts {
+			t.Errorf("%s: verifyRefresh error %v, want accepted %v", c.name, err, c.fullAccepts)
+		}
+	}
 }

@@ -101,6 +101,49 @@ func FuzzFastPathAgreesWithFullPath(f *testing.F) {
 	})
 }
 
+// FuzzRefreshFastPathAgreesWithFullPath: arbitrary headers and claims,
+// signed with the realm's key, are accepted by the refresh tokens' fast
+// path only if the full path (verify with golang-jwt, then verifyRefresh's
+// checks) accepts them, with the same claims.
+func FuzzRefreshFastPathAgreesWithFullPath(f *testing.F) {
+	ts, _ := newTestTokens(f, 0)
+	kid := ts.keys.signer.kid
+	hdr := fmt.Sprintf(`{"alg":"HS256","kid":%q,"typ":"rt+jwt"}`, kid)
+	exp := time.Now().Add(time.Hour).Unix()
+	good := fmt.Sprintf(`{"iss":"test-issuer","sub":"alice","aud":["test-realm"],"exp":%d,"nbf":1,"iat":1,"jti":"j","sid":"s1","gen":3}`, exp)
+	for _, seed := range [][2]string{
+		{hdr, good},
+		{hdr, strings.Replace(good, `"gen":3`, `"gen":3.0`, 1)},
+		{hdr, strings.Replace(good, `"gen":3`, `"gen":18446744073709551616`, 1)},
+		{hdr, strings.Replace(good, `"gen":3`, `"gen":0`, 1)},
+		{hdr, strings.Replace(good, `"sid":"s1"`, `"sid":"s\u0031"`, 1)},
+		{hdr, strings.Replace(good, `"aud":["test-realm"]`, `"aud":"test-realm"`, 1)},
+		{hdr, good[:len(good)-1] + `,"SID":"other"}`},
+		{hdr, good[:len(good)-1] + `,"gen":4}`},
+		{strings.Replace(hdr, "rt+jwt", "at+jwt", 1), good},
+		{strings.Replace(hdr, "rt+jwt", "application/RT+JWT", 1), good},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, header, claims string) {
+		raw := signRaw(header, claims)
+		fast, fastOK := ts.fastVerifyRefresh(raw)
+		if !fastOK {
+			return
+		}
+		full := new(refreshClaims)
+		if err := ts.verify(raw, typRefresh, full); err != nil {
+			t.Fatalf("fast path accepted what the full path refuses (%v): header %s claims %s", err, header, claims)
+		}
+		if full.SID == "" || full.Subject == "" || full.Generation == 0 {
+			t.Fatalf("fast path accepted what verifyRefresh refuses: %+v", full)
+		}
+		if !reflect.DeepEqual(fast, full) {
+			t.Fatalf("claims differ:\n fast %+v\n full %+v", fast, full)
+		}
+	})
+}
+
 func FuzzDecodeAuthRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"strategy":"local","username":"alice","password":"pw"}`,

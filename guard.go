@@ -249,45 +249,129 @@ func (ta *TokenAuth) countGuard(result string) {
 	tokenAuthMetrics.guard.WithLabelValues(ta.Realm, result).Inc()
 }
 
-// setIdentityPlaceholders exposes the token's identity to later handlers.
+// identityPrefix starts the name of every identity placeholder.
+const identityPrefix = "http.auth.user."
+
+// identityNames are the identity placeholders of every accepted token,
+// after identityPrefix; custom claims add theirs.
+var identityNames = [...]string{"id", "sid", "email", "name", "roles", "amr", "auth_time", "cnf_jkt"}
+
+// setIdentityPlaceholders exposes the token's identity to later handlers
+// as `{http.auth.user.*}`.
+//
+// Lazily: the claims' provider (accessClaims.placeholder) is added to the
+// request's Replacer and answers when a placeholder is asked for. Setting
+// the eight or more values instead filled a fresh map on every request
+// (Caddy makes a Replacer per request): most of what the guard cost a
+// request with a cached token (BENCHMARKS.md). A value Set on a Replacer
+// is found before any provider, so to keep which value wins exactly as
+// when the guard Set its own (the guard's over an earlier handler's, a
+// later handler's over the guard's):
+//   - when another guard has added its provider to this request (it
+//     marks the request with identityVar), the guard Sets its values over
+//     it, as it always did;
+//   - otherwise it deletes whatever an earlier handler (caddyauth, say)
+//     may have Set under its names (nothing, nearly always: deleting from
+//     an empty map costs next to nothing), then adds the provider.
+//
+// The mark is a request variable rather than a look-up of
+// http.auth.user.id, which walks every provider of the Replacer (Caddy's
+// own request placeholders among them): a third of what the look-up and
+// the deletes together cost (BENCHMARKS.md).
 func setIdentityPlaceholders(r *http.Request, c *accessClaims) {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	for _, p := range c.identityPlaceholders() {
-		repl.Set(p.name, p.value)
+	provider := c.placeholders
+	if provider == nil || anotherGuardHere(r, repl) {
+		for _, p := range buildIdentityPlaceholders(c) {
+			repl.Set(p.name, p.value)
+		}
+		return
 	}
+	for _, name := range identityPlaceholderNames {
+		repl.Delete(name)
+	}
+	for k := range c.Extra {
+		repl.Delete(identityPrefix + k)
+	}
+	repl.Map(provider)
+	caddyhttp.SetVar(r.Context(), identityVar, true)
 }
 
-// placeholder is one `{http.auth.user.*}` placeholder with its value
-// already boxed, so that setting it on a request allocates nothing.
+// identityVar marks a request whose Replacer has a guard's identity
+// provider (setIdentityPlaceholders).
+const identityVar = "token_auth.identity_provider"
+
+// anotherGuardHere says whether another guard has added its provider to
+// the request's Replacer. A request without Caddy's request variables (a
+// handler called outside Caddy's server) is asked its Replacer instead.
+func anotherGuardHere(r *http.Request, repl *caddy.Replacer) bool {
+	if vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		return vars[identityVar] != nil
+	}
+	_, known := repl.Get(identityPrefix + "id")
+	return known
+}
+
+// identityPlaceholderNames are identityNames with identityPrefix.
+var identityPlaceholderNames = func() (names [len(identityNames)]string) {
+	for i, n := range identityNames {
+		names[i] = identityPrefix + n
+	}
+	return names
+}()
+
+// placeholder answers the identity placeholders of an accepted token (a
+// caddy.ReplacerFunc): the same values buildIdentityPlaceholders gives.
+func (c *accessClaims) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, identityPrefix)
+	if !ok {
+		return nil, false
+	}
+	// custom claims were Set after the others, so they won; of the names
+	// above only cnf_jkt is not a reserved claim (the rest never reach Extra)
+	if v, ok := c.Extra[name]; ok {
+		return claimString(v), true
+	}
+	switch name {
+	case "id":
+		return c.Subject, true
+	case "sid":
+		return c.SID, true
+	case "email":
+		return c.Email, true
+	case "name":
+		return c.Name, true
+	case "roles":
+		return strings.Join(c.Roles, ","), true
+	case "amr":
+		return strings.Join(c.AMR, ","), true
+	case "auth_time":
+		return authTimeString(c.AuthTime), true
+	case "cnf_jkt":
+		return c.boundKey(), true // the DPoP key's thumbprint, "" for bearer tokens
+	}
+	return nil, false
+}
+
+// placeholder is one `{http.auth.user.*}` placeholder and its value.
 type placeholder struct {
 	name  string
 	value any
 }
 
-// identityPlaceholders returns the placeholders an accepted token sets:
-// computed once per verified token (see verifyAccessCached) and reused on
-// every request that carries it.
-func (c *accessClaims) identityPlaceholders() []placeholder {
-	if c.vars != nil {
-		return c.vars
-	}
-	return buildIdentityPlaceholders(c)
-}
-
+// buildIdentityPlaceholders lists the placeholders an accepted token sets,
+// in the order they are Set (custom claims last).
 func buildIdentityPlaceholders(c *accessClaims) []placeholder {
-	vars := make([]placeholder, 0, 8+len(c.Extra))
-	vars = append(vars,
-		placeholder{"http.auth.user.id", c.Subject},
-		placeholder{"http.auth.user.sid", c.SID},
-		placeholder{"http.auth.user.email", c.Email},
-		placeholder{"http.auth.user.name", c.Name},
-		placeholder{"http.auth.user.roles", strings.Join(c.Roles, ",")},
-		placeholder{"http.auth.user.amr", strings.Join(c.AMR, ",")},
-		placeholder{"http.auth.user.auth_time", authTimeString(c.AuthTime)},
-		placeholder{"http.auth.user.cnf_jkt", c.boundKey()}, // the DPoP key's thumbprint, "" for bearer tokens
-	)
+	vars := make([]placeholder, 0, len(identityNames)+len(c.Extra))
+	for _, n := range identityPlaceholderNames {
+		v, _ := c.placeholder(n)
+		if n == identityPrefix+"cnf_jkt" {
+			v = c.boundKey() // the fixed value; a custom cnf_jkt follows and wins
+		}
+		vars = append(vars, placeholder{n, v})
+	}
 	for k, v := range c.Extra {
-		vars = append(vars, placeholder{"http.auth.user." + k, claimString(v)})
+		vars = append(vars, placeholder{identityPrefix + k, claimString(v)})
 	}
 	return vars
 }

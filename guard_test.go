@@ -1,12 +1,15 @@
 package tokenauth
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 )
@@ -119,4 +122,82 @@ func TestOversizedToken(t *testing.T) {
 	if _, err := ta.tokens.verifyAccess(huge); err == nil || !strings.Contains(err.Error(), "oversized") {
 		t.Fatalf("verifyAccess: %v", err)
 	}
+}
+
+// TestGuardPlaceholdersWhichValueWins: the guard's identity placeholders
+// (a Replacer provider, set lazily) win over values an earlier handler Set
+// under their names, lose to values a later handler Sets, and a second
+// guard on the same request wins over the first, as when the guard Set
+// every value itself.
+func TestGuardPlaceholdersWhichValueWins(t *testing.T) {
+	ts, _ := newTestTokens(t, 100)
+	ta := guardFor(ts)
+	alice := mintAccess(t, ts, testUser, "s1")
+	bob := mintAccess(t, ts, &User{ID: "bob", Email: "bob@example.com"}, "s2")
+	serve := func(ta *TokenAuth, r *http.Request, next caddyhttp.Handler) {
+		t.Helper()
+		if err := ta.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(repl *caddy.Replacer, name, value string) {
+		t.Helper()
+		if got, _ := repl.GetString("http.auth.user." + name); got != value {
+			t.Errorf("{http.auth.user.%s} = %q, want %q", name, got, value)
+		}
+	}
+	for i := range 2 { // a miss, then a cache hit
+		t.Run(fmt.Sprintf("earlier handler, request %d", i), func(t *testing.T) {
+			r, repl := guardedRequest(alice)
+			repl.Set("http.auth.user.id", "basic-auth-user") // caddyauth, say
+			repl.Set("http.auth.user.team", "red")
+			serve(ta, r, new(countingHandler))
+			want(repl, "id", "alice")
+			want(repl, "team", "blue")
+
+			r, repl = guardedRequest(alice)
+			repl.Set("http.auth.user.email", "earlier@example.com") // no id
+			serve(ta, r, new(countingHandler))
+			want(repl, "email", "alice@example.com")
+			want(repl, "id", "alice")
+		})
+	}
+	t.Run("later handler", func(t *testing.T) {
+		r, repl := guardedRequest(alice)
+		serve(ta, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			repl.Set("http.auth.user.email", "later@example.com")
+			return nil
+		}))
+		want(repl, "email", "later@example.com")
+		want(repl, "name", "Alice")
+	})
+	for _, caddyServed := range []bool{true, false} { // with Caddy's request variables, and without
+		t.Run(fmt.Sprintf("second guard, as Caddy serves it %v", caddyServed), func(t *testing.T) {
+			r, repl := guardedRequest(alice)
+			if caddyServed {
+				r = caddyhttp.PrepareRequest(r, repl, httptest.NewRecorder(), &caddyhttp.Server{})
+			}
+			serve(ta, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				r.Header.Set("Authorization", "Bearer "+bob)
+				return ta.ServeHTTP(w, r, new(countingHandler))
+			}))
+			want(repl, "id", "bob")
+			want(repl, "sid", "s2")
+			want(repl, "email", "bob@example.com")
+			want(repl, "roles", "")
+			want(repl, "team", "blue") // alice's custom claim, which bob's token does not override
+		})
+	}
+	t.Run("unknown names", func(t *testing.T) {
+		r, repl := guardedRequest(alice)
+		serve(ta, r, new(countingHandler))
+		if _, known := repl.Get("http.auth.user.nope"); known {
+			t.Error("a claim the token does not have is a known placeholder")
+		}
+		want(repl, "amr", "")
+		want(repl, "auth_time", "")
+		want(repl, "cnf_jkt", "")
+		want(repl, "level", "3")
+		want(repl, "roles", "admin,dev")
+	})
 }

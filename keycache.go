@@ -22,7 +22,8 @@ import (
 // hmacPools holds an hmacStates per HS256 secret, by the secret's SHA-256.
 var hmacPools = caddy.NewUsagePool()
 
-// hmacStates is a pool of HMAC-SHA256 states under one secret.
+// hmacStates is a pool of HMAC-SHA256 states (*hmacState, fastverify.go)
+// under one secret.
 type hmacStates struct{ sync.Pool }
 
 func (*hmacStates) Destruct() error { return nil }
@@ -32,7 +33,7 @@ func (*hmacStates) Destruct() error { return nil }
 func acquireHMACStates(secret []byte) (*sync.Pool, func()) {
 	id := hmacPoolID(secret)
 	key := append([]byte(nil), secret...)
-	val, _ := hmacPools.LoadOrStore(id, &hmacStates{Pool: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}})
+	val, _ := hmacPools.LoadOrStore(id, &hmacStates{Pool: sync.Pool{New: func() any { return &hmacState{mac: hmac.New(sha256.New, key)} }}})
 	return &val.(*hmacStates).Pool, func() { _, _ = hmacPools.Delete(id) }
 }
 

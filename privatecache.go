@@ -21,13 +21,15 @@ const privateCacheControl = "private, no-cache"
 // has a Cache-Control already (a reverse_proxy upstream's, a handler's,
 // an operator's `header`). An operator's deferred `header` (`header
 // >Cache-Control ...`) wraps outside the guard and still wins.
+//
+// The wrapper is embedded by value: one allocation per guarded request.
 type privateAnswer struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper
 	wroteHeader bool
 }
 
 func newPrivateAnswer(w http.ResponseWriter) *privateAnswer {
-	return &privateAnswer{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	return &privateAnswer{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 }
 
 func (p *privateAnswer) WriteHeader(status int) {
@@ -38,8 +40,9 @@ func (p *privateAnswer) WriteHeader(status int) {
 	// 1xx answers are informational; the final one comes later
 	if status < 100 || status > 199 {
 		p.wroteHeader = true
-		if h := p.Header(); h.Get("Cache-Control") == "" {
-			h.Set("Cache-Control", privateCacheControl)
+		// h.Get and h.Set, without canonicalizing a canonical name
+		if h := p.Header(); len(h["Cache-Control"]) == 0 || h["Cache-Control"][0] == "" {
+			h["Cache-Control"] = []string{privateCacheControl}
 		}
 	}
 	p.ResponseWriterWrapper.WriteHeader(status)

@@ -10,7 +10,9 @@ import (
 
 // The verified-token cache lets a repeated access token skip the signature
 // check and the claims decoding: a guarded request carrying a token seen
-// before costs a hash of the token string and a map lookup.
+// before costs a hash of the token string and a load from its hot slot
+// (else a map lookup under its shard's read lock). A miss reuses the
+// lookup's hash for the insertion.
 //
 // What it keeps, and for how long:
 //   - Only tokens that passed full verification (signature, typ, kid, alg,
@@ -53,6 +55,14 @@ type tokenCache struct {
 	// without a cache (no entry built, nothing evicted), while a token in
 	// use is cached from its second request on.
 	seenOnce []atomic.Uint64
+	// hot is a lock-free front for hits: a slot per hash (direct-mapped,
+	// 2×size) holding an entry of its shard's map. A hit found there takes
+	// no lock: cores serving the same token would otherwise take turns on
+	// the cache line of its shard's lock (taking an RWMutex's read lock
+	// writes to it). A slot is only filled under its shard's lock, and
+	// emptied when the shard drops the entry, so it never holds an entry
+	// the map no longer has, and the size bound holds.
+	hot []atomic.Pointer[cachedToken]
 }
 
 type cacheShard struct {
@@ -77,7 +87,7 @@ func newTokenCache(size int) *tokenCache {
 	}
 	n := min(tokenCacheShards, size)
 	c := &tokenCache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), perShard: size / n,
-		seenOnce: make([]atomic.Uint64, 2*size)}
+		seenOnce: make([]atomic.Uint64, 2*size), hot: make([]atomic.Pointer[cachedToken], 2*size)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[uint64]*cachedToken)
 	}
@@ -91,51 +101,88 @@ func (c *tokenCache) shard(h uint64) *cacheShard {
 // get returns the claims of raw if it was verified before and has not
 // expired at now, else nil.
 func (c *tokenCache) get(raw string, now time.Time) *accessClaims {
+	claims, _ := c.lookup(raw, now)
+	return claims
+}
+
+// lookup is get that also returns raw's hash, for insert: a lookup and
+// the insertion after a miss hash the token once.
+func (c *tokenCache) lookup(raw string, now time.Time) (*accessClaims, uint64) {
 	if c == nil || len(raw) > maxCachedTokenSize {
-		return nil
+		return nil, 0
 	}
 	h := maphash.String(c.seed, raw)
-	sh := c.shard(h)
-	sh.mu.RLock()
-	e := sh.m[h]
-	sh.mu.RUnlock()
-	if e == nil || e.token != raw || now.UnixNano() >= e.exp {
-		return nil
+	slot := c.hotSlot(h)
+	e := slot.Load()
+	if e == nil || e.token != raw {
+		sh := c.shard(h)
+		sh.mu.RLock()
+		if e = sh.m[h]; e != nil && e.token == raw {
+			slot.Store(e) // under the lock: the shard cannot drop e meanwhile
+		}
+		sh.mu.RUnlock()
 	}
-	return e.claims
+	if e == nil || e.token != raw || now.UnixNano() >= e.exp {
+		return nil, h
+	}
+	return e.claims, h
+}
+
+func (c *tokenCache) hotSlot(h uint64) *atomic.Pointer[cachedToken] {
+	return &c.hot[h%uint64(len(c.hot))]
+}
+
+// forget empties e's hot slot if it holds e. Called with e's shard's
+// lock held, as e leaves the shard's map.
+func (c *tokenCache) forget(h uint64, e *cachedToken) {
+	if e != nil {
+		c.hotSlot(h).CompareAndSwap(e, nil)
+	}
 }
 
 // put remembers the claims of a token that has just passed verification,
 // if it passed it before (see seenOnce).
 func (c *tokenCache) put(raw string, claims *accessClaims, now time.Time) {
+	if c == nil || len(raw) > maxCachedTokenSize {
+		return
+	}
+	c.insert(raw, maphash.String(c.seed, raw), claims)
+}
+
+// insert is put with raw's hash from lookup.
+func (c *tokenCache) insert(raw string, h uint64, claims *accessClaims) {
 	if c == nil || len(raw) > maxCachedTokenSize || claims.ExpiresAt == nil {
 		return
 	}
-	h := maphash.String(c.seed, raw)
 	if slot := &c.seenOnce[h%uint64(len(c.seenOnce))]; slot.Swap(h) != h {
 		return // first sight
 	}
 	e := &cachedToken{token: strings.Clone(raw), claims: claims, exp: claims.ExpiresAt.UnixNano()}
 	sh := c.shard(h)
 	sh.mu.Lock()
-	if _, present := sh.m[h]; !present {
-		sh.remember(h, c.perShard)
+	if old, present := sh.m[h]; present {
+		c.forget(h, old)
+	} else {
+		c.remember(sh, h)
 	}
 	sh.m[h] = e
+	c.hotSlot(h).Store(e)
 	sh.mu.Unlock()
 }
 
 // remember records a new key in the ring; when the ring is full, the key
 // in the slot it takes (the oldest) leaves the map. Called with the lock
 // held.
-func (sh *cacheShard) remember(h uint64, capacity int) {
-	if len(sh.ring) < capacity {
+func (c *tokenCache) remember(sh *cacheShard, h uint64) {
+	if len(sh.ring) < c.perShard {
 		sh.ring = append(sh.ring, h)
 		return
 	}
-	delete(sh.m, sh.ring[sh.next])
+	oldest := sh.ring[sh.next]
+	c.forget(oldest, sh.m[oldest])
+	delete(sh.m, oldest)
 	sh.ring[sh.next] = h
-	sh.next = (sh.next + 1) % capacity
+	sh.next = (sh.next + 1) % c.perShard
 }
 
 // len is the number of entries, expired ones included (for tests).

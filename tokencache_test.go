@@ -318,7 +318,7 @@ func TestTokenCacheConcurrentUse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				_ = c.identityPlaceholders()
+				_, _ = c.placeholders(identityPrefix + "roles")
 			}
 		}(g)
 	}
@@ -340,3 +340,48 @@ func TestTokenCacheValidateRefusesNegative(t *testing.T) {
 func jwtDate(t time.Time) *jwt.NumericDate { return jwt.NewNumericDate(t) }
 
 func hashFor(c *tokenCache, s string) uint64 { return maphash.String(c.seed, s) }
+
+// TestTokenCacheHitsTakeNoLock: a cached token is found in its hot slot,
+// without the shard's map (and its lock); and a hot slot never holds an
+// entry its shard has dropped, whatever the token mix, so the size bound
+// holds for it too.
+func TestTokenCacheHitsTakeNoLock(t *testing.T) {
+	ts, _ := newTestTokens(t, 64)
+	tok := mintAccess(t, ts, testUser, "s1")
+	claims := verifyTwice(t, ts, tok)
+	c := ts.cache
+	sh := c.shard(hashFor(c, tok))
+	sh.mu.Lock()
+	saved := sh.m
+	sh.m = map[uint64]*cachedToken{} // a lookup through the map would miss now
+	sh.mu.Unlock()
+	if got := c.get(tok, ts.now()); got != claims {
+		t.Fatal("a cached token was not found in its hot slot")
+	}
+	sh.mu.Lock()
+	sh.m = saved
+	sh.mu.Unlock()
+
+	for i := 0; i < 40*64; i++ {
+		verifyTwice(t, ts, mintAccess(t, ts, testUser, fmt.Sprintf("f%d", i)))
+	}
+	hot := 0
+	for i := range c.hot {
+		e := c.hot[i].Load()
+		if e == nil {
+			continue
+		}
+		hot++
+		h := hashFor(c, e.token)
+		sh := c.shard(h)
+		sh.mu.RLock()
+		inMap := sh.m[h] == e
+		sh.mu.RUnlock()
+		if !inMap {
+			t.Fatalf("hot slot %d holds an entry its shard dropped", i)
+		}
+	}
+	if hot == 0 || hot > 64 {
+		t.Fatalf("%d entries in hot slots, want some, at most the cache size 64", hot)
+	}
+}

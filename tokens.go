@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -43,7 +44,11 @@ type accessClaims struct {
 	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
 	Extra    map[string]any   `json:"-"`
 
-	vars []placeholder // identity placeholders, set once before sharing (verifyAccessCached)
+	// placeholders is the claims' Replacer provider (placeholder), made
+	// once before the claims are shared (verifyAccessCached), so that a
+	// request adding it allocates nothing.
+	placeholders caddy.ReplacerFunc
+	arena        claimsArena // storage for the decoded lists and dates (claims_decode.go)
 }
 
 // reservedClaims may not be set as custom claims: they carry the token's
@@ -93,11 +98,12 @@ func (c *accessClaims) UnmarshalJSON(data []byte) error {
 
 // payload is the claims as a JSON object, for the `authentication.payload`
 // of endpoint answers.
-func (c *accessClaims) payload() map[string]any {
+//
+// The JSON is used as it is: decoding it into a map to encode it again in
+// the answer cost a fifth of a rotation (BENCHMARKS.md).
+func (c *accessClaims) payload() json.RawMessage {
 	data, _ := json.Marshal(c)
-	var out map[string]any
-	_ = json.Unmarshal(data, &out)
-	return out
+	return data
 }
 
 // refreshClaims are the claims of a refresh token: which session, and which
@@ -158,6 +164,13 @@ func (ts *tokenService) issueAccess(u *User, sid string, sessionEnd time.Time) (
 // how and when s was signed in (amr, auth_time) and, for a session bound
 // to a DPoP key, its thumbprint (cnf.jkt, RFC 9449 §6.1).
 func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.Time) (string, *accessClaims, error) {
+	tok, claims, _, err := ts.issueSessionAccessJSON(u, s, sessionEnd)
+	return tok, claims, err
+}
+
+// issueSessionAccessJSON is issueSessionAccess that also returns the
+// claims as signed, as JSON (an answer's payload: marshalled once).
+func (ts *tokenService) issueSessionAccessJSON(u *User, s Session, sessionEnd time.Time) (string, *accessClaims, json.RawMessage, error) {
 	now := ts.now()
 	exp := now.Add(ts.accessTTL)
 	if sessionEnd.Before(exp) {
@@ -178,8 +191,12 @@ func (ts *tokenService) issueSessionAccess(u *User, s Session, sessionEnd time.T
 	if s.JKT != "" {
 		claims.CNF = &confirmation{JKT: s.JKT}
 	}
-	tok, err := ts.sign(typAccess, claims)
-	return tok, claims, err
+	claimsJSON, err := marshalClaims(claims)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	tok, err := ts.signJSON(typAccess, claimsJSON)
+	return tok, claims, claimsJSON, err
 }
 
 // issueRefresh signs a refresh token for a session's generation; it expires
@@ -205,11 +222,51 @@ func (ts *tokenService) registered(sub string, now, exp time.Time) jwt.Registere
 }
 
 func (ts *tokenService) sign(typ string, claims jwt.Claims) (string, error) {
+	claimsJSON, err := marshalClaims(claims)
+	if err != nil {
+		return "", err
+	}
+	return ts.signJSON(typ, claimsJSON)
+}
+
+// marshalClaims is json.Marshal(claims), calling a MarshalJSON method
+// directly: json.Marshal would check and compact its (already compact)
+// output once more.
+func marshalClaims(claims jwt.Claims) ([]byte, error) {
+	if m, ok := claims.(json.Marshaler); ok {
+		return m.MarshalJSON()
+	}
+	return json.Marshal(claims)
+}
+
+// tokenHeader is a token's JOSE header, its fields in the order
+// golang-jwt writes them (it marshals a map: sorted keys).
+type tokenHeader struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	Typ string `json:"typ"`
+}
+
+// signJSON signs claims already marshalled, with the signing key, by
+// golang-jwt's signing method for it: the same token golang-jwt's
+// SignedString makes (TestSignJSONMatchesGolangJWT), without marshalling
+// a header map and the claims again.
+func (ts *tokenService) signJSON(typ string, claimsJSON []byte) (string, error) {
 	key := ts.keys.signer
-	tok := jwt.NewWithClaims(key.method, claims)
-	tok.Header["typ"] = typ
-	tok.Header["kid"] = key.kid
-	return tok.SignedString(key.sign)
+	header, err := json.Marshal(tokenHeader{Alg: key.method.Alg(), Kid: key.kid, Typ: typ})
+	if err != nil {
+		return "", err
+	}
+	enc := base64.RawURLEncoding
+	input := make([]byte, 0, enc.EncodedLen(len(header))+1+enc.EncodedLen(len(claimsJSON)))
+	input = enc.AppendEncode(input, header)
+	input = append(input, '.')
+	input = enc.AppendEncode(input, claimsJSON)
+	sig, err := key.method.Sign(string(input), key.sign)
+	if err != nil {
+		return "", err
+	}
+	return string(input) + "." + enc.EncodeToString(sig), nil
 }
 
 // verifyAccess accepts only a valid access token of this realm.
@@ -226,6 +283,9 @@ func (ts *tokenService) verifyAccess(raw string) (*accessClaims, error) {
 
 // verifyRefresh accepts only a valid refresh token of this realm.
 func (ts *tokenService) verifyRefresh(raw string) (*refreshClaims, error) {
+	if claims, ok := ts.fastVerifyRefresh(raw); ok { // fastverify.go
+		return claims, nil
+	}
 	claims := new(refreshClaims)
 	if err := ts.verify(raw, typRefresh, claims); err != nil {
 		return nil, err
@@ -289,18 +349,19 @@ func typMatches(typ, want string) bool {
 // Callers still check revocation.
 func (ts *tokenService) verifyAccessCached(raw string) (*accessClaims, error) {
 	now := ts.now()
-	if claims := ts.cache.get(raw, now); claims != nil {
+	claims, h := ts.cache.lookup(raw, now)
+	if claims != nil {
 		return claims, nil
 	}
-	claims, ok := ts.fastVerifyAccess(raw)
+	claims, ok := ts.fastVerifyAccessAt(raw, now)
 	if !ok {
 		var err error
 		if claims, err = ts.verifyAccess(raw); err != nil {
 			return nil, err
 		}
 	}
-	// computed before the claims are shared, so hits never write to them
-	claims.vars = buildIdentityPlaceholders(claims)
-	ts.cache.put(raw, claims, now)
+	// made before the claims are shared, so hits never write to them
+	claims.placeholders = claims.placeholder
+	ts.cache.insert(raw, h, claims)
 	return claims, nil
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of the guard against plain Caddy, and a refresh storm.
 #
-#   bench/load.sh [repeat|varying|refresh|dpop|all]     (default: all)
+#   bench/load.sh [repeat|varying|files|refresh|dpop|all]     (default: all)
 #
 # Builds cmd/caddy, starts it from a temp dir on 127.0.0.1 with one site:
 #   /open*     respond "ok"                       (A: plain Caddy)
@@ -14,6 +14,8 @@
 #   repeat   every request carries the same valid token
 #   varying  every request carries a different valid token (pre-minted,
 #            more tokens than requests in a round, far more than token_cache)
+#   files    file_server instead of respond (a second site, same guard):
+#            a 4 KiB and a 64 KiB file, one token, A/B as above
 #   refresh  POST /authentication refresh storm: CLIENTS connections rotating
 #            their own sessions' refresh tokens; prints rotations/s per round
 #   dpop     rounds of three, interleaved: A plain, B guarded with one bearer
@@ -26,8 +28,16 @@
 # clients, PROOFS=60000 DPoP proofs a round, TOKEN_CACHE (token_cache option;
 # unset: the default), STORE=bolt
 # (or redis: the store is then REDIS_URL, a server you started), SERVER_CPU=0,
-# CLIENT_CPU=1. Everything is bounded: at most
-# (2*PAIRS+1)*DURATION seconds of load per mode, plus builds.
+# CLIENT_CPU=1, CORES=1 (2: Caddy runs with GOMAXPROCS=2 on both cores and
+# wrk is not pinned: the two-core mode).
+# PROFILE=<dir>: after the A/B pairs of each mode, one more A and B round,
+# each with a CPU profile of Caddy over it (the admin endpoint's
+# /debug/pprof/profile, so Caddy then runs with its admin endpoint on a free
+# loopback port); the profiles are saved in dir and the script prints where
+# the guarded round spends more CPU per request than the plain one (µs per
+# request, by function, cumulative and flat).
+# Everything is bounded: at most (2*PAIRS+1)*DURATION seconds of load per
+# mode (plus 2*DURATION with PROFILE), plus builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +52,10 @@ TOKEN_CACHE=${TOKEN_CACHE:-}
 STORE=${STORE:-bolt}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-case $MODE in repeat | varying | refresh | dpop | all) ;; *)
-	echo "usage: $0 [repeat|varying|refresh|dpop|all]" >&2
+CORES=${CORES:-1}
+PROFILE=${PROFILE:-}
+case $MODE in repeat | varying | files | refresh | dpop | all) ;; *)
+	echo "usage: $0 [repeat|varying|files|refresh|dpop|all]" >&2
 	exit 2
 	;;
 esac
@@ -58,6 +70,15 @@ redis) [ -n "${REDIS_URL:-}" ] || { echo "STORE=redis needs REDIS_URL" >&2; exit
 *) echo "STORE is bolt or redis" >&2; exit 2 ;;
 esac
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+case $CORES in
+1) server_pin=(taskset -c "$SERVER_CPU") client_pin=(taskset -c "$CLIENT_CPU") ;;
+2) server_pin=(env GOMAXPROCS=2) client_pin=() ;;
+*) echo "CORES is 1 or 2" >&2; exit 2 ;;
+esac
+if [ -n "$PROFILE" ]; then
+	mkdir -p "$PROFILE"
+	PROFILE=$(cd "$PROFILE" && pwd)
+fi
 
 work=$(mktemp -d -t token-auth-load-XXXXXX)
 caddy_pid=
@@ -67,38 +88,65 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building caddy and the helper"
-go build -o "$work/caddy" ./cmd/caddy
+if [ -n "${CADDY_BIN:-}" ]; then
+	echo "== using $CADDY_BIN; building the helper"
+	cp "$CADDY_BIN" "$work/caddy"
+else
+	echo "== building caddy and the helper"
+	go build -o "$work/caddy" ./cmd/caddy
+fi
 go build -o "$work/helper" ./bench/loadhelper
 
 port=$("$work/helper" port)
 base="http://127.0.0.1:$port"
+fport=$("$work/helper" port) # the file_server site
+admin=off
+[ -n "$PROFILE" ] && admin=127.0.0.1:$("$work/helper" port)
+mkdir -p "$work/www/open" "$work/www/guarded"
+for f in 4k:4 64k:64; do
+	head -c $((${f#*:} * 1024)) /dev/urandom >"$work/www/open/${f%:*}.bin"
+	cp "$work/www/open/${f%:*}.bin" "$work/www/guarded/"
+done
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 password=bench-password
 hash=$("$work/helper" hash "$password")
 
+# the same guard on both sites (one realm, one store)
+guard="token_auth /guarded* {
+		signing_key hs256 {env.BENCH_SECRET}
+		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
+		user bench $hash
+		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
+	}"
+
 cat >"$work/Caddyfile" <<EOF
 {
-	admin off
+	admin $admin
 	persist_config off
 	auto_https off
 	storage file_system $work/storage
 }
 
 http://127.0.0.1:$port {
-	token_auth /guarded* {
-		signing_key hs256 {env.BENCH_SECRET}
-		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
-		user bench $hash
-		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
-	}
+	$guard
 	respond "ok"
+}
+
+http://127.0.0.1:$fport {
+	$guard
+	root * $work/www
+	file_server
 }
 EOF
 
-echo "== starting caddy on $base (cpu $SERVER_CPU); wrk on cpu $CLIENT_CPU"
+if [ "$CORES" = 1 ]; then
+	echo "== starting caddy on $base (cpu $SERVER_CPU); wrk on cpu $CLIENT_CPU"
+else
+	echo "== starting caddy on $base (GOMAXPROCS=2, both cores); wrk unpinned"
+fi
+echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 BENCH_SECRET=$secret HOME=$work XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config \
-	taskset -c "$SERVER_CPU" "$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile \
+	"${server_pin[@]}" "$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile \
 	>"$work/caddy.log" 2>&1 &
 caddy_pid=$!
 "$work/helper" wait "$base/open"
@@ -142,46 +190,102 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 hz=$(getconf CLK_TCK)
 
 # wrk_round <label> <path> [<wrk option>... [-- <script arg>...]]: one
-# round; prints it to stderr, echoes "<requests/s> <caddy CPU µs/request>".
+# round; prints it to stderr, echoes "<requests/s> <caddy CPU µs/request>
+# <requests>". The round goes to $base, or $url_base when set; with
+# $profile_to set, Caddy's CPU profile over the round is saved there.
 wrk_round() {
 	local label=$1 path=$2
 	shift 2
-	local opts=() out rps reqs non2xx t0 t1 cpu
+	local opts=() out rps reqs non2xx t0 t1 cpu prof_pid=
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
 	[ $# -gt 0 ] && shift # the --: script arguments follow the URL
+	if [ -n "${profile_to:-}" ]; then
+		curl -sf -o "$profile_to" "http://$admin/debug/pprof/profile?seconds=$DURATION" &
+		prof_pid=$!
+	fi
 	t0=$(cpu_ticks)
-	out=$(taskset -c "$CLIENT_CPU" timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "${opts[@]}" "$base$path" "$@")
+	out=$("${client_pin[@]}" timeout $((DURATION + 30)) wrk -t$CORES -c"$CONNS" -d"${DURATION}s" "${opts[@]}" "${url_base:-$base}$path" "$@")
 	t1=$(cpu_ticks)
+	[ -z "$prof_pid" ] || wait "$prof_pid"
 	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 	reqs=$(awk '/requests in/ {print $1}' <<<"$out")
 	cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
 	non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
 	printf '   %-22s %8.0f req/s %7.1f µs CPU/req%s\n' "$label" "$rps" "$cpu" "${non2xx:+   ($non2xx non-2xx answers)}" >&2
-	echo "$rps $cpu"
+	echo "$rps $cpu $reqs"
+}
+
+# profile_summary <A.pprof> <A requests> <B.pprof> <B requests>: where B
+# spends more CPU per request than A, by function (go tool pprof -top of
+# each, divided by the round's requests). Cumulative: the function and
+# what it calls; flat: the function itself.
+profile_summary() {
+	local a=$1 na=$2 b=$3 nb=$4
+	pprof_top() {
+		go tool pprof -top -nodecount=100000 -nodefraction=0 -edgefraction=0 -unit=us "$1" 2>/dev/null |
+			awk '$5 ~ /%$/ && $1 ~ /us$|^0$/ {n = $0; sub(/^ *[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +/, "", n); f = $1; c = $4; sub(/us/, "", f); sub(/us/, "", c); print f "\t" c "\t" n}'
+	}
+	{ pprof_top "$a" | sed 's/^/A\t/'; pprof_top "$b" | sed 's/^/B\t/'; } | awk -F'\t' -v na="$na" -v nb="$nb" '
+		{ if ($1 == "A") { fa[$4] += $2 / na; ca[$4] += $3 / na } else { fb[$4] += $2 / nb; cb[$4] += $3 / nb }; names[$4] = 1 }
+		END { for (n in names) {
+			printf "flat\t%.3f\t%.3f\t%.3f\t%s\n", fb[n] - fa[n], fa[n], fb[n], n
+			printf "cum\t%.3f\t%.3f\t%.3f\t%s\n", cb[n] - ca[n], ca[n], cb[n], n } }' >"$b.diff"
+	local top=net/http.\(\*conn\).serve
+	echo "   profiled: A $(awk -F'\t' -v n="$top" '$1 == "cum" && $5 == n {print $3}' "$b.diff") µs, B $(awk -F'\t' -v n="$top" '$1 == "cum" && $5 == n {print $4}' "$b.diff") µs of CPU per request in net/http's conn.serve (GC and other goroutines aside)"
+	for kind in cum flat; do
+		echo "   B - A, µs per request ($kind), then A and B:"
+		awk -F'\t' -v k=$kind '$1 == k' "$b.diff" | sort -t$'\t' -k2,2gr | head -"${PROFILE_TOP:-20}" |
+			awk -F'\t' '{printf "   %+7.2f %7.2f %7.2f  %s\n", $2, $3, $4, $5}'
+	done
+	echo "   the guard's own functions in B (cum), µs per request:"
+	awk -F'\t' '$1 == "cum" && $5 ~ /caddy-token-auth/' "$b.diff" | sort -t$'\t' -k4,4gr | head -"${PROFILE_TOP:-20}" |
+		awk -F'\t' '{printf "   %7.2f  %s\n", $4, $5}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 rss() { awk '/^VmRSS/ {printf "%d MiB", $2/1024}' "/proc/$caddy_pid/status"; }
 
-# ab_rounds <name> <wrk args...>: warm-up, then PAIRS interleaved A/B pairs
+spread() { sort -g | awk '{a[NR]=$1} END {printf "%s-%s", a[1], a[NR]}'; }
+
+# profile_top <file.pprof> <requests>: the top of a profile (cumulative),
+# in µs per request.
+profile_top() {
+	go tool pprof -top -cum -nodecount="${PROFILE_TOP:-30}" -unit=us "$1" 2>/dev/null |
+		awk -v n="$2" '$5 ~ /%$/ && $1 ~ /us$|^0$/ {name = $0; sub(/^ *[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +/, "", name); c = $4; f = $1; sub(/us/, "", c); sub(/us/, "", f); printf "   %8.2f %8.2f  %s\n", c / n, f / n, name}' |
+		sed '1i\   µs per request: cumulative, flat, function'
+}
+
+# ab_rounds <name> <wrk args...>: warm-up, then PAIRS interleaved A/B
+# pairs: A = /open$suffix, B = /guarded$suffix (suffix: "" unless set)
 ab_rounds() {
 	local name=$1
 	shift
-	echo "== $name: A = /open (plain), B = /guarded (token_auth); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
-	local log_before ratios=() cpuratios=() a b
-	DURATION=2 wrk_round "warm-up B" /guarded "$@" >/dev/null
+	local sfx=${suffix:-}
+	echo "== $name: A = /open$sfx (plain), B = /guarded$sfx (token_auth); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
+	local log_before ratios=() cpuratios=() a b ra rb
+	DURATION=2 wrk_round "warm-up B" "/guarded$sfx" "$@" >/dev/null
 	log_before=$(wc -l <"$work/caddy.log")
 	for ((p = 1; p <= PAIRS; p++)); do
-		a=$(wrk_round "round $p A (plain)" /open "$@")
-		b=$(wrk_round "round $p B (guarded)" /guarded "$@")
-		ratios+=("$(awk -v a="${a% *}" -v b="${b% *}" 'BEGIN {printf "%.3f", b/a}')")
-		cpuratios+=("$(awk -v a="${a#* }" -v b="${b#* }" 'BEGIN {printf "%.3f", a/b}')")
+		a=$(wrk_round "round $p A (plain)" "/open$sfx" "$@")
+		b=$(wrk_round "round $p B (guarded)" "/guarded$sfx" "$@")
+		read -r ra ca _ <<<"$a"
+		read -r rb cb _ <<<"$b"
+		ratios+=("$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", b/a}')")
+		cpuratios+=("$(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.3f", a/b}')")
 		echo "   pair $p: throughput B/A = ${ratios[-1]}, CPU per request A/B = ${cpuratios[-1]}   (caddy RSS $(rss))"
 	done
-	echo "   $name: median throughput ratio guarded/plain = $(printf '%s\n' "${ratios[@]}" | median)"
-	echo "   $name: median CPU-cost ratio plain/guarded   = $(printf '%s\n' "${cpuratios[@]}" | median)"
+	echo "   $name: median throughput ratio guarded/plain = $(printf '%s\n' "${ratios[@]}" | median) (pairs $(printf '%s\n' "${ratios[@]}" | spread))"
+	echo "   $name: median CPU-cost ratio plain/guarded   = $(printf '%s\n' "${cpuratios[@]}" | median) (pairs $(printf '%s\n' "${cpuratios[@]}" | spread))"
 	echo "   log lines written during the rounds: $(($(wc -l <"$work/caddy.log") - log_before))"
+	if [ -n "$PROFILE" ]; then
+		local tag
+		tag=$(tr -c 'a-zA-Z0-9' _ <<<"$name$sfx" | tr -s _ | sed 's/_$//')
+		echo "   profiling one more pair (CPU profiles in $PROFILE/$tag-{A,B}.pprof)"
+		a=$(profile_to="$PROFILE/$tag-A.pprof" wrk_round "profiled A (plain)" "/open$sfx" "$@")
+		b=$(profile_to="$PROFILE/$tag-B.pprof" wrk_round "profiled B (guarded)" "/guarded$sfx" "$@")
+		profile_summary "$PROFILE/$tag-A.pprof" "${a##* }" "$PROFILE/$tag-B.pprof" "${b##* }"
+	fi
 }
 
 if [ "$MODE" = repeat ] || [ "$MODE" = all ]; then
@@ -195,6 +299,12 @@ if [ "$MODE" = varying ] || [ "$MODE" = all ]; then
 	echo "   (a round that answers more than $TOKENS requests reuses tokens, long evicted from the 10000-entry cache)"
 fi
 
+if [ "$MODE" = files ] || [ "$MODE" = all ]; then
+	for f in 4k 64k; do
+		url_base="http://127.0.0.1:$fport" suffix="/$f.bin" ab_rounds "files ($f, one token)" -H "Authorization: Bearer $access"
+	done
+fi
+
 if [ "$MODE" = refresh ] || [ "$MODE" = all ]; then
 	echo "== refresh storm: $CLIENTS connections, $STORE store, $PAIRS rounds of ${DURATION}s"
 	rates=()
@@ -202,9 +312,15 @@ if [ "$MODE" = refresh ] || [ "$MODE" = all ]; then
 		# two sessions per connection, fresh each round (a rotated-away token is spent)
 		"$work/helper" login "$base/authentication" bench "$password" $((2 * CLIENTS)) | awk '{print $2}' >"$work/refresh.txt"
 		r=$(CONNS=$CLIENTS wrk_round "round $p refresh" /authentication -s "$work/refresh.lua" -- "$work/refresh.txt")
-		rates+=("${r% *}")
+		rates+=("${r%% *}")
 	done
-	echo "   refresh: median $(printf '%s\n' "${rates[@]}" | median) rotations/s"
+	echo "   refresh: median $(printf '%s\n' "${rates[@]}" | median) rotations/s (rounds $(printf '%s\n' "${rates[@]}" | spread))"
+	if [ -n "$PROFILE" ]; then
+		echo "   profiling one more round (CPU profile in $PROFILE/refresh-$STORE.pprof)"
+		"$work/helper" login "$base/authentication" bench "$password" $((2 * CLIENTS)) | awk '{print $2}' >"$work/refresh.txt"
+		r=$(CONNS=$CLIENTS profile_to="$PROFILE/refresh-$STORE.pprof" wrk_round "profiled refresh" /authentication -s "$work/refresh.lua" -- "$work/refresh.txt")
+		profile_top "$PROFILE/refresh-$STORE.pprof" "${r##* }"
+	fi
 fi
 
 if [ "$MODE" = dpop ] || [ "$MODE" = all ]; then
@@ -232,14 +348,17 @@ EOF
 		b=$(wrk_round "round $p B (bearer)" /guarded -H "Authorization: Bearer $access")
 		proofs_for_round
 		c=$(wrk_round "round $p C (DPoP)" /guarded -s "$work/dpop.lua" -- "$work/proofs.txt" "$dpop_token")
-		ta+=("$(awk -v a="${a% *}" -v c="${c% *}" 'BEGIN {printf "%.3f", c/a}')")
-		tb+=("$(awk -v b="${b% *}" -v c="${c% *}" 'BEGIN {printf "%.3f", c/b}')")
-		ca+=("$(awk -v a="${a#* }" -v c="${c#* }" 'BEGIN {printf "%.3f", c/a}')")
-		cb+=("$(awk -v b="${b#* }" -v c="${c#* }" 'BEGIN {printf "%.3f", c/b}')")
+		read -r ra ua _ <<<"$a"
+		read -r rb ub _ <<<"$b"
+		read -r rc uc _ <<<"$c"
+		ta+=("$(awk -v a="$ra" -v c="$rc" 'BEGIN {printf "%.3f", c/a}')")
+		tb+=("$(awk -v b="$rb" -v c="$rc" 'BEGIN {printf "%.3f", c/b}')")
+		ca+=("$(awk -v a="$ua" -v c="$uc" 'BEGIN {printf "%.3f", c/a}')")
+		cb+=("$(awk -v b="$ub" -v c="$uc" 'BEGIN {printf "%.3f", c/b}')")
 		echo "   round $p: throughput C/A = ${ta[-1]}, C/B = ${tb[-1]}; CPU per request C/A = ${ca[-1]}, C/B = ${cb[-1]}   (caddy RSS $(rss))"
 	done
 	echo "   dpop: median throughput ratio DPoP/plain = $(printf '%s\n' "${ta[@]}" | median), DPoP/bearer = $(printf '%s\n' "${tb[@]}" | median)"
 	echo "   dpop: median CPU-per-request ratio DPoP/plain = $(printf '%s\n' "${ca[@]}" | median), DPoP/bearer = $(printf '%s\n' "${cb[@]}" | median)"
 fi
 
-echo "== machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== machine: $(nproc) cores, CORES=$CORES, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo); load average $(cut -d' ' -f1-3 /proc/loadavg)"
