@@ -152,6 +152,16 @@ func provisionInProcess(t *testing.T, ta *TokenAuth) {
 }
 
 // serve drives ServeHTTP with a request as Caddy's server would prepare it.
+// asCaddyRequest gives r what Caddy's server gives a request before the
+// handler sees it: a Replacer (returned, to read placeholders) and the
+// client IP Caddy derived.
+func asCaddyRequest(r *http.Request, clientIP string) (*http.Request, *caddy.Replacer) {
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: clientIP})
+	return r.WithContext(ctx), repl
+}
+
 // serveTeapot runs r through ta with a next handler that answers 418, so
 // a guarded request that got through is told from one the guard answered.
 func serveTeapot(t *testing.T, ta *TokenAuth, r *http.Request) *httptest.ResponseRecorder {

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -205,9 +204,8 @@ func idpRequestBody(method, target string, body io.Reader, cookies ...*http.Cook
 	for _, c := range cookies {
 		r.AddCookie(c)
 	}
-	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.7"})
-	return r.WithContext(ctx)
+	r, _ = asCaddyRequest(r, "192.0.2.7")
+	return r
 }
 
 // startedFlow is a sign-in sent to the provider.

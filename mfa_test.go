@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"github.com/pquerna/otp/totp"
@@ -69,10 +68,7 @@ func newMFASite(t *testing.T, store Store) *mfaSite {
 // identity placeholders.
 func (s *mfaSite) serve(r *http.Request) *httptest.ResponseRecorder {
 	s.t.Helper()
-	repl := caddy.NewReplacer()
-	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.7"})
-	r = r.WithContext(ctx)
+	r, repl := asCaddyRequest(r, "192.0.2.7")
 	w := httptest.NewRecorder()
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		amr, _ := repl.GetString("http.auth.user.amr")

@@ -1,7 +1,6 @@
 package tokenauth
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tokenauth/caddy-token-auth/internal/testenv"
 	"go.uber.org/zap"
@@ -59,9 +56,8 @@ func pkRequest(method, path, body string, header ...string) *http.Request {
 	for i := 0; i+1 < len(header); i += 2 {
 		r.Header.Set(header[i], header[i+1])
 	}
-	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "10.0.0.1"})
-	return r.WithContext(ctx)
+	r, _ = asCaddyRequest(r, "10.0.0.1")
+	return r
 }
 
 func pkDo(t *testing.T, ta *TokenAuth, method, path, body string, header ...string) *httptest.ResponseRecorder {

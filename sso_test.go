@@ -92,10 +92,7 @@ func (b *ssoBrowser) do(method, rawURL string, form url.Values) *httptest.Respon
 	for _, c := range b.jar.Cookies(u) {
 		r.AddCookie(c)
 	}
-	repl := caddy.NewReplacer()
-	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "10.0.0.7"})
-	r = r.WithContext(ctx)
+	r, repl := asCaddyRequest(r, "10.0.0.7")
 	w := httptest.NewRecorder()
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) error {
 		w.Header().Set("X-User", repl.ReplaceAll("{http.auth.user.id}", ""))
@@ -456,13 +453,19 @@ func TestSSOSingleLogout(t *testing.T) {
 			t.Fatalf("%s after logout: %d at %s (chain %v)", page, w.Code, final, chain)
 		}
 	}
-	sessions, err := sr.at(ssoSiteA).realm.store.ListUser(context.Background(), "alice")
-	if err != nil || len(sessions) != 3 {
-		t.Fatalf("sessions %v %v", sessions, err)
+	assertAllRevoked(t, sr.at(ssoSiteA).realm.store, "alice", 3)
+}
+
+// assertAllRevoked checks that user has exactly n sessions, all revoked.
+func assertAllRevoked(t *testing.T, store Store, user string, n int) {
+	t.Helper()
+	sessions, err := store.ListUser(context.Background(), user)
+	if err != nil || len(sessions) != n {
+		t.Fatalf("sessions %v %v, want %d", sessions, err, n)
 	}
 	for _, s := range sessions {
 		if !s.Revoked {
-			t.Fatalf("session %s (parent %q) not revoked", s.ID, s.Parent)
+			t.Fatalf("session %s (parent %q) is live", s.ID, s.Parent)
 		}
 	}
 }
@@ -660,15 +663,7 @@ func TestSSOLinkRacingRevocation(t *testing.T) {
 	rs := sr.at(ssoSiteA).realm
 	rs.store = revokingStore{rs.store}
 	assertRefused(t, b.do("GET", cb, nil))
-	sessions, err := rs.store.ListUser(context.Background(), "alice")
-	if err != nil || len(sessions) != 2 {
-		t.Fatalf("sessions %v %v", sessions, err)
-	}
-	for _, s := range sessions {
-		if !s.Revoked {
-			t.Fatalf("session %s (parent %q) is live", s.ID, s.Parent)
-		}
-	}
+	assertAllRevoked(t, rs.store, "alice", 2)
 }
 
 // TestSSOWarnsOfASharedAudience: with sso on and `audience` left at its
