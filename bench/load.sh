@@ -26,7 +26,9 @@
 # Knobs (environment): PAIRS=3 rounds of A and B, DURATION=8 seconds a round,
 # CONNS=32 wrk connections, TOKENS=200000 minted tokens, CLIENTS=32 refresh
 # clients, PROOFS=60000 DPoP proofs a round, TOKEN_CACHE (token_cache option;
-# unset: the default), STORE=bolt
+# unset: the default), PLAIN_CACHE_CONTROL=1 (the plain routes answer with
+# the guard's "Cache-Control: private, no-cache" too, set by Caddy's header
+# handler: tells the header's cost from the private-answer writer's), STORE=bolt
 # (or redis: the store is then REDIS_URL, a server you started), SERVER_CPU=0,
 # CLIENT_CPU=1, CORES=1 (2: Caddy runs with GOMAXPROCS=2 on both cores and
 # wrk is not pinned: the two-core mode).
@@ -54,6 +56,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 CORES=${CORES:-1}
 PROFILE=${PROFILE:-}
+PLAIN_CACHE_CONTROL=${PLAIN_CACHE_CONTROL:-}
 case $MODE in repeat | varying | files | refresh | dpop | all) ;; *)
 	echo "usage: $0 [repeat|varying|files|refresh|dpop|all]" >&2
 	exit 2
@@ -118,6 +121,10 @@ guard="token_auth /guarded* {
 		user bench $hash
 		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
 	}"
+if [ -n "$PLAIN_CACHE_CONTROL" ]; then
+	guard="$guard
+	header /open* Cache-Control \"private, no-cache\""
+fi
 
 cat >"$work/Caddyfile" <<EOF
 {
