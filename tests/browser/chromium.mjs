@@ -8,7 +8,8 @@ import { chromium } from 'playwright-core';
 
 // launch starts Chromium with a profile of its own (named after prefix),
 // closed and removed when the test t ends, and returns its context and
-// first page. args are more command-line switches.
+// first page, and the profile's folder (removed with it). args are more
+// command-line switches.
 export async function launch(t, { prefix, viewport, timeout = 30_000, args = [] }) {
   const userDataDir = await mkdtemp(join(tmpdir(), prefix));
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -25,7 +26,7 @@ export async function launch(t, { prefix, viewport, timeout = 30_000, args = [] 
   });
   const page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(timeout);
-  return { context, page };
+  return { context, page, userDataDir };
 }
 
 // addAuthenticator adds a virtual platform authenticator that verifies

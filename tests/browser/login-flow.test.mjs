@@ -9,13 +9,10 @@
 //   CHROMIUM    the browser binary (default /usr/bin/chromium)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, redirectChain } from './chromium.mjs';
 
 const base = process.env.BASE_URL;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const user = process.env.DEMO_USER || 'demo';
 const password = process.env.DEMO_PASSWORD || 'demo-password';
 
@@ -27,33 +24,12 @@ function tokenExpiry(jwt) {
   return payload.exp * 1000;
 }
 
-// the URLs a navigation went through, first to last
-function redirectChain(response) {
-  const urls = [];
-  for (let req = response.request(); req; req = req.redirectedFrom()) urls.unshift(req.url());
-  return urls;
-}
-
 test('static site login flow in headless Chromium', async (t) => {
   assert.ok(base, 'BASE_URL is not set');
-  const userDataDir = await mkdtemp(join(tmpdir(), 'token-auth-chromium-'));
+  const { context, page, userDataDir } = await launch(t, {
+    prefix: 'token-auth-chromium-', viewport: { width: 960, height: 680 },
+  });
   const screenshot = process.env.SCREENSHOT || join(userDataDir, 'login-page.png');
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    viewport: { width: 960, height: 680 },
-    timeout: 60_000,
-  });
-  t.after(async () => {
-    await context.close();
-    await rm(userDataDir, { recursive: true, force: true });
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(30_000);
   const privateURL = `${base}/private/`;
   // a static file of the private area, a day old (file_server, no templates)
   const staticURL = `${base}/private/members.json`;
