@@ -32,6 +32,14 @@
 # (or redis: the store is then REDIS_URL, a server you started), SERVER_CPU=0,
 # CLIENT_CPU=1, CORES=1 (2: Caddy runs with GOMAXPROCS=2 on both cores and
 # wrk is not pinned: the two-core mode).
+# SIDE_BY_SIDE=1: A and B run at the same time instead of one after the
+# other, each against its own Caddy (two processes of the same binary and
+# config, both pinned to SERVER_CPU, so the kernel's scheduler gives each
+# half of that core; the two wrk share CLIENT_CPU); the next pair swaps
+# which process serves A. Whatever slows the machine down slows both
+# rounds of a pair alike, so the pairs spread far less than interleaved
+# ones; each pair's ratios are taken as above, from each process's own
+# requests and CPU time (modes repeat, varying, files; CORES=1 only).
 # PROFILE=<dir>: after the A/B pairs of each mode, one more A and B round,
 # each with a CPU profile of Caddy over it (the admin endpoint's
 # /debug/pprof/profile, so Caddy then runs with its admin endpoint on a free
@@ -57,6 +65,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 CORES=${CORES:-1}
 PROFILE=${PROFILE:-}
 PLAIN_CACHE_CONTROL=${PLAIN_CACHE_CONTROL:-}
+SIDE_BY_SIDE=${SIDE_BY_SIDE:-}
 case $MODE in repeat | varying | files | refresh | dpop | all) ;; *)
 	echo "usage: $0 [repeat|varying|files|refresh|dpop|all]" >&2
 	exit 2
@@ -78,15 +87,19 @@ case $CORES in
 2) server_pin=(env GOMAXPROCS=2) client_pin=() ;;
 *) echo "CORES is 1 or 2" >&2; exit 2 ;;
 esac
+if [ -n "$SIDE_BY_SIDE" ] && { [ "$CORES" != 1 ] || [ -n "$PROFILE" ]; }; then
+	echo "SIDE_BY_SIDE=1 runs with CORES=1 and without PROFILE" >&2
+	exit 2
+fi
 if [ -n "$PROFILE" ]; then
 	mkdir -p "$PROFILE"
 	PROFILE=$(cd "$PROFILE" && pwd)
 fi
 
 work=$(mktemp -d -t token-auth-load-XXXXXX)
-caddy_pid=
+caddy_pid= caddy2_pid=
 cleanup() {
-	if [ -n "$caddy_pid" ]; then kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null || true; fi
+	for pid in $caddy_pid $caddy2_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -114,49 +127,69 @@ secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 password=bench-password
 hash=$("$work/helper" hash "$password")
 
-# the same guard on both sites (one realm, one store)
-guard="token_auth /guarded* {
+# caddyfile <dir> <port> <file_server port>: the config, with its store
+# and storage in dir; the same guard on both sites (one realm, one store)
+caddyfile() {
+	local dir=$1 p=$2 fp=$3 guard
+	guard="token_auth /guarded* {
 		signing_key hs256 {env.BENCH_SECRET}
-		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $work/sessions.db"; fi)
+		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $dir/sessions.db"; fi)
 		user bench $hash
 		${TOKEN_CACHE:+token_cache $TOKEN_CACHE}
 	}"
-if [ -n "$PLAIN_CACHE_CONTROL" ]; then
-	guard="$guard
+	if [ -n "$PLAIN_CACHE_CONTROL" ]; then
+		guard="$guard
 	header /open* Cache-Control \"private, no-cache\""
-fi
-
-cat >"$work/Caddyfile" <<EOF
+	fi
+	cat <<EOF
 {
 	admin $admin
 	persist_config off
 	auto_https off
-	storage file_system $work/storage
+	storage file_system $dir/storage
 }
 
-http://127.0.0.1:$port {
+http://127.0.0.1:$p {
 	$guard
 	respond "ok"
 }
 
-http://127.0.0.1:$fport {
+http://127.0.0.1:$fp {
 	$guard
 	root * $work/www
 	file_server
 }
 EOF
+}
 
+# start_caddy <dir>: starts Caddy on dir/Caddyfile, logging to dir/caddy.log
+start_caddy() {
+	BENCH_SECRET=$secret HOME=$1 XDG_DATA_HOME=$1/data XDG_CONFIG_HOME=$1/config \
+		"${server_pin[@]}" "$work/caddy" run --config "$1/Caddyfile" --adapter caddyfile \
+		>"$1/caddy.log" 2>&1 &
+}
+
+caddyfile "$work" "$port" "$fport" >"$work/Caddyfile"
 if [ "$CORES" = 1 ]; then
 	echo "== starting caddy on $base (cpu $SERVER_CPU); wrk on cpu $CLIENT_CPU"
 else
 	echo "== starting caddy on $base (GOMAXPROCS=2, both cores); wrk unpinned"
 fi
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-BENCH_SECRET=$secret HOME=$work XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config \
-	"${server_pin[@]}" "$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile \
-	>"$work/caddy.log" 2>&1 &
+start_caddy "$work"
 caddy_pid=$!
 "$work/helper" wait "$base/open"
+if [ -n "$SIDE_BY_SIDE" ]; then
+	# the second process: same binary, same config but its ports and its
+	# store (tokens verify at both: one signing key)
+	port2=$("$work/helper" port) fport2=$("$work/helper" port)
+	mkdir -p "$work/second"
+	caddyfile "$work/second" "$port2" "$fport2" >"$work/second/Caddyfile"
+	echo "== side by side: a second caddy on http://127.0.0.1:$port2 (cpu $SERVER_CPU too)"
+	start_caddy "$work/second"
+	caddy2_pid=$!
+	"$work/helper" wait "http://127.0.0.1:$port2/open"
+fi
 
 # one login gives the token for repeat mode and the template for varying
 read -r access _ < <("$work/helper" login "$base/authentication" bench "$password" 1)
@@ -192,8 +225,9 @@ function response(status, headers, body)
 end
 EOF
 
-# cpu_ticks: user+system CPU time Caddy has used, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
+# cpu_ticks [pid]: user+system CPU time Caddy (or pid) has used, in clock
+# ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$caddy_pid}/stat"; }
 hz=$(getconf CLK_TCK)
 
 # wrk_round <label> <path> [<wrk option>... [-- <script arg>...]]: one
@@ -220,6 +254,39 @@ wrk_round() {
 	non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
 	printf '   %-22s %8.0f req/s %7.1f µs CPU/req%s\n' "$label" "$rps" "$cpu" "${non2xx:+   ($non2xx non-2xx answers)}" >&2
 	echo "$rps $cpu $reqs"
+}
+
+# side_pair <label> <A url> <A pid> <B url> <B pid> [<wrk option>... [--
+# <script arg>...]]: one round of A and B at the same time, each against
+# its own Caddy; prints both to stderr, echoes "<A requests/s> <A CPU
+# µs/request> <B requests/s> <B CPU µs/request>".
+side_pair() {
+	local label=$1 ua=$2 pa=$3 ub=$4 pb=$5
+	shift 5
+	local opts=() args=() a0 b0 a1 b1 wa wb out ra rb na nb ca cb
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+	[ $# -gt 0 ] && shift
+	args=("$@")
+	a0=$(cpu_ticks "$pa") b0=$(cpu_ticks "$pb")
+	"${client_pin[@]}" timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "${opts[@]}" "$ua" "${args[@]}" >"$work/side-A.out" &
+	wa=$!
+	"${client_pin[@]}" timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "${opts[@]}" "$ub" "${args[@]}" >"$work/side-B.out" &
+	wb=$!
+	wait "$wa" "$wb"
+	a1=$(cpu_ticks "$pa") b1=$(cpu_ticks "$pb")
+	for x in A B; do
+		out=$(cat "$work/side-$x.out")
+		if [ $x = A ]; then
+			ra=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") na=$(awk '/requests in/ {print $1}' <<<"$out")
+		else
+			rb=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") nb=$(awk '/requests in/ {print $1}' <<<"$out")
+		fi
+		if grep -q 'Non-2xx' <<<"$out"; then echo "   $label $x: $(grep 'Non-2xx' <<<"$out")" >&2; fi
+	done
+	ca=$(awk -v d=$((a1 - a0)) -v hz="$hz" -v n="$na" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+	cb=$(awk -v d=$((b1 - b0)) -v hz="$hz" -v n="$nb" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+	printf '   %-22s A %8.0f req/s %7.1f µs CPU/req | B %8.0f req/s %7.1f µs CPU/req\n' "$label" "$ra" "$ca" "$rb" "$cb" >&2
+	echo "$ra $ca $rb $cb"
 }
 
 # profile_summary <A.pprof> <A requests> <B.pprof> <B requests>: where B
@@ -272,12 +339,29 @@ ab_rounds() {
 	echo "== $name: A = /open$sfx (plain), B = /guarded$sfx (token_auth); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
 	local log_before ratios=() cpuratios=() a b ra rb
 	DURATION=2 wrk_round "warm-up B" "/guarded$sfx" "$@" >/dev/null
+	if [ -n "$SIDE_BY_SIDE" ]; then
+		local second="http://127.0.0.1:$port2"
+		[ -n "${url_base:-}" ] && second="http://127.0.0.1:$fport2"
+		echo "   side by side: each pair runs A and B at the same time, on two processes sharing cpu $SERVER_CPU"
+		DURATION=2 url_base=$second wrk_round "warm-up B, 2nd" "/guarded$sfx" "$@" >/dev/null
+	fi
 	log_before=$(wc -l <"$work/caddy.log")
 	for ((p = 1; p <= PAIRS; p++)); do
-		a=$(wrk_round "round $p A (plain)" "/open$sfx" "$@")
-		b=$(wrk_round "round $p B (guarded)" "/guarded$sfx" "$@")
-		read -r ra ca _ <<<"$a"
-		read -r rb cb _ <<<"$b"
+		if [ -n "$SIDE_BY_SIDE" ]; then
+			# odd pairs: A on the first process, B on the second; even: swapped
+			local first=${url_base:-$base} second="http://127.0.0.1:$port2"
+			[ -n "${url_base:-}" ] && second="http://127.0.0.1:$fport2"
+			if ((p % 2)); then
+				read -r ra ca rb cb < <(side_pair "pair $p (A 1st, B 2nd)" "$first/open$sfx" "$caddy_pid" "$second/guarded$sfx" "$caddy2_pid" "$@")
+			else
+				read -r ra ca rb cb < <(side_pair "pair $p (A 2nd, B 1st)" "$second/open$sfx" "$caddy2_pid" "$first/guarded$sfx" "$caddy_pid" "$@")
+			fi
+		else
+			a=$(wrk_round "round $p A (plain)" "/open$sfx" "$@")
+			b=$(wrk_round "round $p B (guarded)" "/guarded$sfx" "$@")
+			read -r ra ca _ <<<"$a"
+			read -r rb cb _ <<<"$b"
+		fi
 		ratios+=("$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", b/a}')")
 		cpuratios+=("$(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.3f", a/b}')")
 		echo "   pair $p: throughput B/A = ${ratios[-1]}, CPU per request A/B = ${cpuratios[-1]}   (caddy RSS $(rss))"
