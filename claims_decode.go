@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -312,11 +313,22 @@ func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 	case "cnf":
 		err = d.confirmation(&c.CNF)
 	default:
+		reserved := reservedClaims[string(key)] // reserved, not an access token field (gen, id, typ)
+		if !reserved && d.peek() == '"' {
+			// a custom claim that is a string, the common kind: read as
+			// str reads every other string (the same value encoding/json
+			// gives), without a second pass through encoding/json
+			v, err := d.str()
+			if err != nil {
+				return fmt.Errorf("claim %q: %w", key, err)
+			}
+			c.addExtra(d.shared(key), v)
+			return nil
+		}
 		raw, skipErr := d.skipValue()
 		if skipErr != nil {
 			return skipErr
 		}
-		reserved := reservedClaims[string(key)] // reserved, not an access token field (gen, id, typ)
 		if reserved && !json.Valid(raw) {
 			return d.syntaxError("malformed value")
 		}
@@ -331,19 +343,46 @@ func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 			return nil
 		}
 		var v any
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return err
+		switch string(raw) {
+		case "true", "false", "null": // what encoding/json makes of them
+			v = raw[0] == 't'
+			if raw[0] == 'n' {
+				v = nil
+			}
+		default:
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return err
+			}
 		}
-		if c.Extra == nil {
-			c.Extra = make(map[string]any)
-		}
-		c.Extra[string(key)] = v
+		c.addExtra(d.shared(key), v)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("claim %q: %w", key, err)
 	}
 	return nil
+}
+
+// addExtra keeps a custom claim's value.
+func (c *accessClaims) addExtra(key string, v any) {
+	if c.Extra == nil {
+		c.Extra = make(map[string]any, 4)
+	}
+	c.Extra[key] = v
+}
+
+// shared returns b as a string: the piece of d.src it is, when b is a
+// piece of d.data viewing d.src (no copy), else a copy.
+func (d *claimsDecoder) shared(b []byte) string {
+	if d.src != "" && len(b) > 0 {
+		base := uintptr(unsafe.Pointer(unsafe.StringData(d.src)))
+		p := uintptr(unsafe.Pointer(&b[0]))
+		if p >= base && p+uintptr(len(b)) <= base+uintptr(len(d.src)) {
+			off := int(p - base)
+			return d.src[off : off+len(b)]
+		}
+	}
+	return string(b)
 }
 
 func (d *claimsDecoder) syntaxError(msg string) error {

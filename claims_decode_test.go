@@ -63,6 +63,9 @@ func TestDecodeAccessClaimsMatchesEncodingJSON(t *testing.T) {
 		`{"exp":0.5e+3,"nbf":0,"iat":1E2,"gen":[1,{"a":null}],"typ":"x"}`,
 		`{"sub":"u","sid":"s","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}`,
 		`{"sub":"u","cnf":null}`,
+		// custom strings and literals, read without encoding/json
+		`{"t":true,"f":false,"z":null,"s":"caf\u00e9","q":"a\"b","e":"","sp":true ,"w": "x" }`,
+		"{\"bad\":\"\xff\xfe\",\"ctl\":\"tab\\tx\"}",
 	} {
 		got, err := unmarshalClaims([]byte(in))
 		if err != nil {
@@ -138,6 +141,7 @@ func TestDecodeAccessClaimsRefusesWrongTypes(t *testing.T) {
 		`{"aud":1}`, `{"aud":[1]}`, `{"roles":"admin"}`, `{"roles":[1]}`, `{"exp":1e999}`,
 		`{"custom":tru}`, `{"name":"\x01"}`, `{"exp":+1}`, `{"exp":01}`, `{"exp":1.}`, `{"exp":1e}`,
 		`{"exp":-}`, `{"exp":.5}`, `{"gen":tru}`, `{"typ":[1,}`,
+		`{"custom":"\x01"}`, `{"custom":"a\q"}`, `{"custom":true1}`, `{"custom":nul}`, `{"custom":"open}`,
 	} {
 		if _, err := unmarshalClaims([]byte(in)); err == nil {
 			t.Errorf("%s: accepted", in)

@@ -296,6 +296,16 @@ func TestFastPathAllocations(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = ts.fastVerifyAccess(tok) }); n > 2 {
 		t.Fatalf("%v allocations per verification, want at most 2", n)
 	}
+	// custom claims that are strings cost their map and its values only
+	// (encoding/json, which decoded them before, took ten more per claim)
+	u.Claims = map[string]any{"team": "blue", "org": "acme", "plan": "pro"}
+	tok = mintAccess(t, ts, &u, "s1")
+	if c, ok := ts.fastVerifyAccess(tok); !ok || c.Extra["org"] != "acme" {
+		t.Fatal("the fast path stepped aside on the plugin's own token, or lost a claim")
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = ts.fastVerifyAccess(tok) }); n > 7 {
+		t.Fatalf("%v allocations per verification with three string claims, want at most 7", n)
+	}
 }
 
 // TestRefreshFastPath: the plugin's own refresh tokens take the fast path
@@ -352,6 +362,57 @@ func TestRefreshFastPath(t *testing.T) {
 		}
 		if _, err := ts.verifyRefresh(raw); (err == nil) != c.fullAccepts {
 			t.Errorf("%s: verifyRefresh error %v, want accepted %v", c.name, err, c.fullAccepts)
+		}
+	}
+}
+
+// TestKnownHeadersAnswerAsDecoding: the header segments the ring lists
+// (keyOfKnownHeader, no decoding) are the ones this plugin's tokens carry,
+// for every key and both token types, and each names the key decoding it
+// names (keyOfHeader); a segment that differs in anything is not listed.
+func TestKnownHeadersAnswerAsDecoding(t *testing.T) {
+	ed, ec, rs := testKeys(t)
+	ts := testService(t, KeyConfig{Algorithm: "hs256", Key: testSecret},
+		KeyConfig{Algorithm: "ed25519", KID: "ed", Key: pkcs8PEM(t, ed)},
+		KeyConfig{Algorithm: "es256", KID: "ec", Key: pkcs8PEM(t, ec)},
+		KeyConfig{Algorithm: "rs256", KID: "rs", Key: pkcs8PEM(t, rs)})
+	ring := ts.keys
+	if want := 2 * len(ring.ordered); len(ring.headers) != want {
+		t.Fatalf("%d known headers, want %d (two per key)", len(ring.headers), want)
+	}
+	for _, h := range ring.headers {
+		if got := ring.keyOfHeader(h.segment, h.typ); got != h.key || got == nil {
+			t.Errorf("%s %s: decoding names %v, the list %v", h.key.kid, h.typ, got, h.key)
+		}
+		other := typRefresh
+		if h.typ == typRefresh {
+			other = typAccess
+		}
+		if ring.keyOfKnownHeader(h.segment, other) != nil {
+			t.Errorf("%s: a %s header taken for a %s token", h.key.kid, h.typ, other)
+		}
+		hdr, _ := base64.RawURLEncoding.DecodeString(h.segment)
+		for _, variant := range []string{
+			strings.Replace(string(hdr), `{`, `{ `, 1),
+			strings.Replace(string(hdr), h.key.kid, h.key.kid+"x", 1),
+			strings.Replace(string(hdr), h.typ, strings.ToUpper(h.typ), 1),
+		} {
+			seg := base64.RawURLEncoding.EncodeToString([]byte(variant))
+			if ring.keyOfKnownHeader(seg, h.typ) != nil {
+				t.Errorf("variant %s listed as known", variant)
+			}
+		}
+	}
+	// the tokens this plugin signs carry a listed header
+	access := issueTestToken(t, ts)
+	refresh, err := ts.issueRefresh(Session{ID: "s1", User: "alice", Generation: 1, Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tok, typ := range map[string]string{access: typAccess, refresh: typRefresh} {
+		seg, _, _ := strings.Cut(tok, ".")
+		if ring.keyOfKnownHeader(seg, typ) != ring.signer {
+			t.Errorf("the %s token's header %s is not listed for the signing key", typ, seg)
 		}
 	}
 }

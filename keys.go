@@ -81,6 +81,10 @@ type keyRing struct {
 	ordered []*jwtKey
 	// jwks is the JWK Set document of the public keys, ready to serve.
 	jwks []byte
+	// headers are the encoded header segments this plugin writes with each
+	// key, for access and refresh tokens (fastverify.go): a token whose
+	// header segment is one of them needs no header decoding.
+	headers []knownHeader
 }
 
 func newKeyRing(signing KeyConfig, verify []KeyConfig) (*keyRing, error) {
@@ -117,6 +121,7 @@ func newKeyRingFrom(signer *jwtKey, verify []KeyConfig) (_ *keyRing, err error) 
 	if ring.jwks, err = buildJWKS(ring.ordered); err != nil {
 		return nil, err
 	}
+	ring.headers = knownHeaders(ring.ordered)
 	return ring, nil
 }
 

@@ -63,7 +63,7 @@ var testUser = &User{ID: "alice", Email: "alice@example.com", Name: "Alice", Rol
 
 // forgetKeys removes every verification key, so only the cache can accept
 // a token afterwards.
-func forgetKeys(ts *tokenService) { ts.keys.byKID = map[string]*jwtKey{} }
+func forgetKeys(ts *tokenService) { ts.keys.byKID, ts.keys.headers = map[string]*jwtKey{}, nil }
 
 // verifyTwice verifies tok twice, so the cache admits it (second sight),
 // and returns the claims of the second verification.

@@ -253,13 +253,13 @@ type tokenHeader struct {
 // a header map and the claims again.
 func (ts *tokenService) signJSON(typ string, claimsJSON []byte) (string, error) {
 	key := ts.keys.signer
-	header, err := json.Marshal(tokenHeader{Alg: key.method.Alg(), Kid: key.kid, Typ: typ})
+	header, err := headerSegment(key, typ)
 	if err != nil {
 		return "", err
 	}
 	enc := base64.RawURLEncoding
-	input := make([]byte, 0, enc.EncodedLen(len(header))+1+enc.EncodedLen(len(claimsJSON)))
-	input = enc.AppendEncode(input, header)
+	input := make([]byte, 0, len(header)+1+enc.EncodedLen(len(claimsJSON)))
+	input = append(input, header...)
 	input = append(input, '.')
 	input = enc.AppendEncode(input, claimsJSON)
 	sig, err := key.method.Sign(string(input), key.sign)
@@ -267,6 +267,16 @@ func (ts *tokenService) signJSON(typ string, claimsJSON []byte) (string, error) 
 		return "", err
 	}
 	return string(input) + "." + enc.EncodeToString(sig), nil
+}
+
+// headerSegment is the encoded header of the tokens of typ signed with
+// key, as golang-jwt's SignedString writes it.
+func headerSegment(key *jwtKey, typ string) (string, error) {
+	header, err := json.Marshal(tokenHeader{Alg: key.method.Alg(), Kid: key.kid, Typ: typ})
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(header), nil
 }
 
 // verifyAccess accepts only a valid access token of this realm.
