@@ -526,3 +526,63 @@ func BenchmarkGuardedRequest(b *testing.B) {
 		run(b, ta, [][]string{{"Bearer " + tok}})
 	})
 }
+
+// BenchmarkGuardedRequestParallel is BenchmarkGuardedRequest with
+// requests served in parallel (b.RunParallel), to tell whether anything
+// shared on the guarded path (the token cache, the revocation set, the
+// guard's counter) stops it scaling: run with -cpu 1,2 and compare how
+// much each case gains from the second core (ns/op of -cpu 1 ÷ ns/op of
+// -cpu 2; plain is what the machine allows).
+func BenchmarkGuardedRequestParallel(b *testing.B) {
+	hs256 := benchAlgorithms[0]
+	run := func(b *testing.B, ta *TokenAuth, headers [][]string) {
+		srv := &caddyhttp.Server{}
+		// nothing shared between the goroutines but what the guard shares:
+		// each counts its own answers and walks the tokens from its own place
+		var answered, goroutines atomic.Int64
+		runtime.GC()
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			// a request and a writer per goroutine: PrepareRequest shares
+			// the base request's header map
+			base := httptest.NewRequest(http.MethodGet, "http://example.com/private/data", nil)
+			w := &discardWriter{h: make(http.Header)}
+			var count countingHandler
+			answer := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				count.calls++
+				w.WriteHeader(http.StatusOK)
+				_, err := w.Write([]byte("ok"))
+				return err
+			})
+			defer func() { answered.Add(int64(count.calls)) }()
+			next := int(goroutines.Add(1)) * 7919
+			for pb.Next() {
+				clear(w.h)
+				r := caddyhttp.PrepareRequest(base, caddy.NewReplacer(), w, srv)
+				if headers != nil {
+					next++
+					r.Header["Authorization"] = headers[next%len(headers)]
+				}
+				if ta == nil {
+					_ = answer.ServeHTTP(w, r)
+				} else {
+					_ = ta.ServeHTTP(w, r, answer)
+				}
+			}
+		})
+		b.StopTimer()
+		if answered.Load() != int64(b.N) {
+			b.Fatalf("%d of %d requests answered", answered.Load(), b.N)
+		}
+	}
+	b.Run("plain", func(b *testing.B) { run(b, nil, nil) })
+	b.Run("repeat", func(b *testing.B) {
+		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, defaultTokenCacheSize)
+		run(b, ta, [][]string{{"Bearer " + benchTokens(b, ta, 1)[0]}})
+	})
+	b.Run("new-token", func(b *testing.B) {
+		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, hs256.firstSight)
+		run(b, ta, firstSightHeaders(b, ta, hs256.firstSight))
+	})
+}
