@@ -160,6 +160,23 @@ func TestGuardPlaceholdersWhichValueWins(t *testing.T) {
 			serve(ta, r, new(countingHandler))
 			want(repl, "email", "alice@example.com")
 			want(repl, "id", "alice")
+
+			// the earlier identity is replaced as a whole: a value the
+			// token has no claim for does not stay and mix with alice's
+			// (as Caddy serves it: a request with Caddy's variables)
+			r, repl = guardedRequest(alice)
+			r = caddyhttp.PrepareRequest(r, repl, httptest.NewRecorder(), &caddyhttp.Server{})
+			repl.Set("http.auth.user.id", "basic-auth-user")
+			repl.Set("http.auth.user.department", "sales")
+			repl.Set("http.request.other", "kept")
+			serve(ta, r, new(countingHandler))
+			want(repl, "id", "alice")
+			if v, known := repl.Get("http.auth.user.department"); known {
+				t.Errorf("{http.auth.user.department} = %v from the earlier identity, want it gone", v)
+			}
+			if v, _ := repl.GetString("http.request.other"); v != "kept" {
+				t.Errorf("a value outside http.auth.user. was removed: %q", v)
+			}
 		})
 	}
 	t.Run("later handler", func(t *testing.T) {

@@ -40,6 +40,12 @@
 # rounds of a pair alike, so the pairs spread far less than interleaved
 # ones; each pair's ratios are taken as above, from each process's own
 # requests and CPU time (modes repeat, varying, files; CORES=1 only).
+# With PROFILE, the profiled pair is side by side too: both processes are
+# profiled over the same seconds.
+# SECOND_BIN=<caddy binary> (with SIDE_BY_SIDE=1): the second process runs
+# that build, and every pair is A = /guarded on the first build, B =
+# /guarded on the second (no swapping): a comparison of two builds of the
+# guard under the same conditions, B/A as above.
 # PROFILE=<dir>: after the A/B pairs of each mode, one more A and B round,
 # each with a CPU profile of Caddy over it (the admin endpoint's
 # /debug/pprof/profile, so Caddy then runs with its admin endpoint on a free
@@ -66,6 +72,7 @@ CORES=${CORES:-1}
 PROFILE=${PROFILE:-}
 PLAIN_CACHE_CONTROL=${PLAIN_CACHE_CONTROL:-}
 SIDE_BY_SIDE=${SIDE_BY_SIDE:-}
+SECOND_BIN=${SECOND_BIN:-}
 case $MODE in repeat | varying | files | refresh | dpop | all) ;; *)
 	echo "usage: $0 [repeat|varying|files|refresh|dpop|all]" >&2
 	exit 2
@@ -87,8 +94,12 @@ case $CORES in
 2) server_pin=(env GOMAXPROCS=2) client_pin=() ;;
 *) echo "CORES is 1 or 2" >&2; exit 2 ;;
 esac
-if [ -n "$SIDE_BY_SIDE" ] && { [ "$CORES" != 1 ] || [ -n "$PROFILE" ]; }; then
-	echo "SIDE_BY_SIDE=1 runs with CORES=1 and without PROFILE" >&2
+if [ -n "$SECOND_BIN" ] && [ -z "$SIDE_BY_SIDE" ]; then
+	echo "SECOND_BIN needs SIDE_BY_SIDE=1" >&2
+	exit 2
+fi
+if [ -n "$SIDE_BY_SIDE" ] && [ "$CORES" != 1 ]; then
+	echo "SIDE_BY_SIDE=1 runs with CORES=1" >&2
 	exit 2
 fi
 if [ -n "$PROFILE" ]; then
@@ -130,7 +141,7 @@ hash=$("$work/helper" hash "$password")
 # caddyfile <dir> <port> <file_server port>: the config, with its store
 # and storage in dir; the same guard on both sites (one realm, one store)
 caddyfile() {
-	local dir=$1 p=$2 fp=$3 guard
+	local dir=$1 p=$2 fp=$3 adm=${4:-$admin} guard
 	guard="token_auth /guarded* {
 		signing_key hs256 {env.BENCH_SECRET}
 		store $(if [ "$STORE" = redis ]; then echo "redis $REDIS_URL"; else echo "bolt $dir/sessions.db"; fi)
@@ -143,7 +154,7 @@ caddyfile() {
 	fi
 	cat <<EOF
 {
-	admin $admin
+	admin $adm
 	persist_config off
 	auto_https off
 	storage file_system $dir/storage
@@ -162,10 +173,11 @@ http://127.0.0.1:$fp {
 EOF
 }
 
-# start_caddy <dir>: starts Caddy on dir/Caddyfile, logging to dir/caddy.log
+# start_caddy <dir> [<binary>]: starts Caddy (or binary) on dir/Caddyfile,
+# logging to dir/caddy.log
 start_caddy() {
 	BENCH_SECRET=$secret HOME=$1 XDG_DATA_HOME=$1/data XDG_CONFIG_HOME=$1/config \
-		"${server_pin[@]}" "$work/caddy" run --config "$1/Caddyfile" --adapter caddyfile \
+		"${server_pin[@]}" "${2:-$work/caddy}" run --config "$1/Caddyfile" --adapter caddyfile \
 		>"$1/caddy.log" 2>&1 &
 }
 
@@ -182,11 +194,13 @@ caddy_pid=$!
 if [ -n "$SIDE_BY_SIDE" ]; then
 	# the second process: same binary, same config but its ports and its
 	# store (tokens verify at both: one signing key)
-	port2=$("$work/helper" port) fport2=$("$work/helper" port)
+	port2=$("$work/helper" port) fport2=$("$work/helper" port) admin2=off
+	[ -n "$PROFILE" ] && admin2=127.0.0.1:$("$work/helper" port)
 	mkdir -p "$work/second"
-	caddyfile "$work/second" "$port2" "$fport2" >"$work/second/Caddyfile"
+	caddyfile "$work/second" "$port2" "$fport2" "$admin2" >"$work/second/Caddyfile"
 	echo "== side by side: a second caddy on http://127.0.0.1:$port2 (cpu $SERVER_CPU too)"
-	start_caddy "$work/second"
+	[ -z "$SECOND_BIN" ] || cp "$SECOND_BIN" "$work/caddy2"
+	start_caddy "$work/second" "${SECOND_BIN:+$work/caddy2}"
 	caddy2_pid=$!
 	"$work/helper" wait "http://127.0.0.1:$port2/open"
 fi
@@ -267,6 +281,16 @@ side_pair() {
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
 	[ $# -gt 0 ] && shift
 	args=("$@")
+	local prof=()
+	if [ -n "${profile_to:-}" ]; then # profile_to: "<A file> <B file>"
+		local adm_a=$admin adm_b=$admin2 fa fb
+		[ "$pa" = "$caddy_pid" ] || { adm_a=$admin2 adm_b=$admin; }
+		read -r fa fb <<<"$profile_to"
+		curl -sf -o "$fa" "http://$adm_a/debug/pprof/profile?seconds=$DURATION" &
+		prof+=($!)
+		curl -sf -o "$fb" "http://$adm_b/debug/pprof/profile?seconds=$DURATION" &
+		prof+=($!)
+	fi
 	a0=$(cpu_ticks "$pa") b0=$(cpu_ticks "$pb")
 	"${client_pin[@]}" timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "${opts[@]}" "$ua" "${args[@]}" >"$work/side-A.out" &
 	wa=$!
@@ -274,6 +298,7 @@ side_pair() {
 	wb=$!
 	wait "$wa" "$wb"
 	a1=$(cpu_ticks "$pa") b1=$(cpu_ticks "$pb")
+	[ ${#prof[@]} -eq 0 ] || wait "${prof[@]}"
 	for x in A B; do
 		out=$(cat "$work/side-$x.out")
 		if [ $x = A ]; then
@@ -286,7 +311,7 @@ side_pair() {
 	ca=$(awk -v d=$((a1 - a0)) -v hz="$hz" -v n="$na" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
 	cb=$(awk -v d=$((b1 - b0)) -v hz="$hz" -v n="$nb" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
 	printf '   %-22s A %8.0f req/s %7.1f µs CPU/req | B %8.0f req/s %7.1f µs CPU/req\n' "$label" "$ra" "$ca" "$rb" "$cb" >&2
-	echo "$ra $ca $rb $cb"
+	echo "$ra $ca $rb $cb $na $nb"
 }
 
 # profile_summary <A.pprof> <A requests> <B.pprof> <B requests>: where B
@@ -336,7 +361,13 @@ ab_rounds() {
 	local name=$1
 	shift
 	local sfx=${suffix:-}
-	echo "== $name: A = /open$sfx (plain), B = /guarded$sfx (token_auth); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
+	local apath=/open$sfx
+	if [ -n "$SECOND_BIN" ]; then
+		apath=/guarded$sfx
+		echo "== $name: A = /guarded$sfx on $(basename "${CADDY_BIN:-caddy (this tree)}"), B = /guarded$sfx on $(basename "$SECOND_BIN"); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
+	else
+		echo "== $name: A = /open$sfx (plain), B = /guarded$sfx (token_auth); $PAIRS pairs of ${DURATION}s rounds, $CONNS connections"
+	fi
 	local log_before ratios=() cpuratios=() a b ra rb
 	DURATION=2 wrk_round "warm-up B" "/guarded$sfx" "$@" >/dev/null
 	if [ -n "$SIDE_BY_SIDE" ]; then
@@ -351,10 +382,10 @@ ab_rounds() {
 			# odd pairs: A on the first process, B on the second; even: swapped
 			local first=${url_base:-$base} second="http://127.0.0.1:$port2"
 			[ -n "${url_base:-}" ] && second="http://127.0.0.1:$fport2"
-			if ((p % 2)); then
-				read -r ra ca rb cb < <(side_pair "pair $p (A 1st, B 2nd)" "$first/open$sfx" "$caddy_pid" "$second/guarded$sfx" "$caddy2_pid" "$@")
+			if ((p % 2)) || [ -n "$SECOND_BIN" ]; then
+				read -r ra ca rb cb _ < <(side_pair "pair $p (A 1st, B 2nd)" "$first$apath" "$caddy_pid" "$second/guarded$sfx" "$caddy2_pid" "$@")
 			else
-				read -r ra ca rb cb < <(side_pair "pair $p (A 2nd, B 1st)" "$second/open$sfx" "$caddy2_pid" "$first/guarded$sfx" "$caddy_pid" "$@")
+				read -r ra ca rb cb _ < <(side_pair "pair $p (A 2nd, B 1st)" "$second/open$sfx" "$caddy2_pid" "$first/guarded$sfx" "$caddy_pid" "$@")
 			fi
 		else
 			a=$(wrk_round "round $p A (plain)" "/open$sfx" "$@")
@@ -366,16 +397,25 @@ ab_rounds() {
 		cpuratios+=("$(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.3f", a/b}')")
 		echo "   pair $p: throughput B/A = ${ratios[-1]}, CPU per request A/B = ${cpuratios[-1]}   (caddy RSS $(rss))"
 	done
-	echo "   $name: median throughput ratio guarded/plain = $(printf '%s\n' "${ratios[@]}" | median) (pairs $(printf '%s\n' "${ratios[@]}" | spread))"
-	echo "   $name: median CPU-cost ratio plain/guarded   = $(printf '%s\n' "${cpuratios[@]}" | median) (pairs $(printf '%s\n' "${cpuratios[@]}" | spread))"
+	local tr="guarded/plain" cr="plain/guarded  "
+	[ -z "$SECOND_BIN" ] || tr="second/first " cr="first/second   "
+	echo "   $name: median throughput ratio $tr = $(printf '%s\n' "${ratios[@]}" | median) (pairs $(printf '%s\n' "${ratios[@]}" | spread))"
+	echo "   $name: median CPU-cost ratio $cr = $(printf '%s\n' "${cpuratios[@]}" | median) (pairs $(printf '%s\n' "${cpuratios[@]}" | spread))"
 	echo "   log lines written during the rounds: $(($(wc -l <"$work/caddy.log") - log_before))"
 	if [ -n "$PROFILE" ]; then
 		local tag
 		tag=$(tr -c 'a-zA-Z0-9' _ <<<"$name$sfx" | tr -s _ | sed 's/_$//')
 		echo "   profiling one more pair (CPU profiles in $PROFILE/$tag-{A,B}.pprof)"
-		a=$(profile_to="$PROFILE/$tag-A.pprof" wrk_round "profiled A (plain)" "/open$sfx" "$@")
-		b=$(profile_to="$PROFILE/$tag-B.pprof" wrk_round "profiled B (guarded)" "/guarded$sfx" "$@")
-		profile_summary "$PROFILE/$tag-A.pprof" "${a##* }" "$PROFILE/$tag-B.pprof" "${b##* }"
+		if [ -n "$SIDE_BY_SIDE" ]; then
+			local second="http://127.0.0.1:$port2" na nb
+			[ -n "${url_base:-}" ] && second="http://127.0.0.1:$fport2"
+			read -r _ _ _ _ na nb < <(profile_to="$PROFILE/$tag-A.pprof $PROFILE/$tag-B.pprof" side_pair "profiled pair" "${url_base:-$base}$apath" "$caddy_pid" "$second/guarded$sfx" "$caddy2_pid" "$@")
+			profile_summary "$PROFILE/$tag-A.pprof" "$na" "$PROFILE/$tag-B.pprof" "$nb"
+		else
+			a=$(profile_to="$PROFILE/$tag-A.pprof" wrk_round "profiled A (plain)" "/open$sfx" "$@")
+			b=$(profile_to="$PROFILE/$tag-B.pprof" wrk_round "profiled B (guarded)" "/guarded$sfx" "$@")
+			profile_summary "$PROFILE/$tag-A.pprof" "${a##* }" "$PROFILE/$tag-B.pprof" "${b##* }"
+		fi
 	fi
 }
 
