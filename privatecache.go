@@ -22,10 +22,12 @@ const privateCacheControl = "private, no-cache"
 // an operator's `header`). An operator's deferred `header` (`header
 // >Cache-Control ...`) wraps outside the guard and still wins.
 //
-// The wrapper is embedded by value: one allocation per guarded request.
+// The wrapper is embedded by value, and holds the header's value too: one
+// allocation per guarded request.
 type privateAnswer struct {
 	caddyhttp.ResponseWriterWrapper
-	wroteHeader bool
+	wroteHeader  bool
+	cacheControl [1]string // the header's values, when the guard sets it
 }
 
 func newPrivateAnswer(w http.ResponseWriter) *privateAnswer {
@@ -42,7 +44,8 @@ func (p *privateAnswer) WriteHeader(status int) {
 		p.wroteHeader = true
 		// h.Get and h.Set, without canonicalizing a canonical name
 		if h := p.Header(); len(h["Cache-Control"]) == 0 || h["Cache-Control"][0] == "" {
-			h["Cache-Control"] = []string{privateCacheControl}
+			p.cacheControl[0] = privateCacheControl
+			h["Cache-Control"] = p.cacheControl[:]
 		}
 	}
 	p.ResponseWriterWrapper.WriteHeader(status)

@@ -71,3 +71,25 @@ func TestGuardedAnswerIsPrivate(t *testing.T) {
 		})
 	}
 }
+
+var answerSink http.ResponseWriter
+
+// TestPrivateAnswerAllocatesOnce: wrapping a guarded answer and setting its
+// Cache-Control costs one allocation, the wrapper (which holds the value).
+func TestPrivateAnswerAllocatesOnce(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	w := &discardWriter{h: make(http.Header)}
+	n := testing.AllocsPerRun(100, func() {
+		clear(w.h)
+		answerSink = newPrivateAnswer(w) // escapes, as when handed to the next handler
+		answerSink.WriteHeader(http.StatusOK)
+	})
+	if got := w.h.Get("Cache-Control"); got != privateCacheControl {
+		t.Fatalf("Cache-Control %q, want %q", got, privateCacheControl)
+	}
+	if n > 1 {
+		t.Fatalf("%v allocations per guarded answer, want 1", n)
+	}
+}
