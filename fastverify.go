@@ -26,7 +26,9 @@ import (
 // It is deliberately narrow and only ever says "accepted" or "not sure":
 //   - the token must be in canonical form: three segments of unpadded,
 //     strictly canonical base64url; a header holding exactly alg, typ and
-//     kid, each once, nothing else;
+//     kid, each once, nothing else (a header segment byte for byte one
+//     this plugin writes with one of its keys is known without decoding:
+//     knownHeaders);
 //   - the kid must name a key whose algorithm is the header's alg (the
 //     algorithm is pinned per key, as in keyFor), the typ must be an access
 //     token's, the signature must match: HS256 (constant-time comparison),
