@@ -479,41 +479,23 @@ func BenchmarkGuardedRequest(b *testing.B) {
 		w := &discardWriter{h: make(http.Header)}
 		srv := &caddyhttp.Server{}
 		var answered countingHandler
-		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			answered.calls++
-			w.WriteHeader(http.StatusOK)
-			_, err := w.Write([]byte("ok"))
-			return err
-		})
+		next := okHandler(&answered)
 		runtime.GC()
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			clear(w.h)
-			r := caddyhttp.PrepareRequest(base, caddy.NewReplacer(), w, srv)
+			var header []string
 			if headers != nil {
-				r.Header["Authorization"] = headers[i%len(headers)]
+				header = headers[i%len(headers)]
 			}
-			if ta == nil {
-				_ = next.ServeHTTP(w, r)
-			} else {
-				_ = ta.ServeHTTP(w, r, next)
-			}
+			serveBenchRequest(ta, base, w, srv, header, next)
 		}
 		b.StopTimer()
 		if answered.calls != b.N {
 			b.Fatalf("%d of %d requests answered", answered.calls, b.N)
 		}
 	}
-	b.Run("plain", func(b *testing.B) { run(b, nil, nil) })
-	b.Run("repeat", func(b *testing.B) {
-		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, defaultTokenCacheSize)
-		run(b, ta, [][]string{{"Bearer " + benchTokens(b, ta, 1)[0]}})
-	})
-	b.Run("new-token", func(b *testing.B) {
-		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, hs256.firstSight)
-		run(b, ta, firstSightHeaders(b, ta, hs256.firstSight))
-	})
+	guardedRequestCases(b, run)
 	b.Run("no-custom-claims", func(b *testing.B) {
 		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, defaultTokenCacheSize)
 		user := ta.users.byID(benchUser.ID)
@@ -534,7 +516,6 @@ func BenchmarkGuardedRequest(b *testing.B) {
 // much each case gains from the second core (ns/op of -cpu 1 ÷ ns/op of
 // -cpu 2; plain is what the machine allows).
 func BenchmarkGuardedRequestParallel(b *testing.B) {
-	hs256 := benchAlgorithms[0]
 	run := func(b *testing.B, ta *TokenAuth, headers [][]string) {
 		srv := &caddyhttp.Server{}
 		// nothing shared between the goroutines but what the guard shares:
@@ -549,26 +530,16 @@ func BenchmarkGuardedRequestParallel(b *testing.B) {
 			base := httptest.NewRequest(http.MethodGet, "http://example.com/private/data", nil)
 			w := &discardWriter{h: make(http.Header)}
 			var count countingHandler
-			answer := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-				count.calls++
-				w.WriteHeader(http.StatusOK)
-				_, err := w.Write([]byte("ok"))
-				return err
-			})
+			answer := okHandler(&count)
 			defer func() { answered.Add(int64(count.calls)) }()
 			next := int(goroutines.Add(1)) * 7919
 			for pb.Next() {
-				clear(w.h)
-				r := caddyhttp.PrepareRequest(base, caddy.NewReplacer(), w, srv)
+				var header []string
 				if headers != nil {
 					next++
-					r.Header["Authorization"] = headers[next%len(headers)]
+					header = headers[next%len(headers)]
 				}
-				if ta == nil {
-					_ = answer.ServeHTTP(w, r)
-				} else {
-					_ = ta.ServeHTTP(w, r, answer)
-				}
+				serveBenchRequest(ta, base, w, srv, header, answer)
 			}
 		})
 		b.StopTimer()
@@ -576,6 +547,14 @@ func BenchmarkGuardedRequestParallel(b *testing.B) {
 			b.Fatalf("%d of %d requests answered", answered.Load(), b.N)
 		}
 	}
+	guardedRequestCases(b, run)
+}
+
+// guardedRequestCases runs the cases of the guarded-request benchmarks:
+// plain (no guard), repeat (one token: cache hits), new-token (a token
+// never seen before every request).
+func guardedRequestCases(b *testing.B, run func(b *testing.B, ta *TokenAuth, headers [][]string)) {
+	hs256 := benchAlgorithms[0]
 	b.Run("plain", func(b *testing.B) { run(b, nil, nil) })
 	b.Run("repeat", func(b *testing.B) {
 		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, defaultTokenCacheSize)
@@ -585,4 +564,32 @@ func BenchmarkGuardedRequestParallel(b *testing.B) {
 		ta := provisionBench(b, hs256.key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, hs256.firstSight)
 		run(b, ta, firstSightHeaders(b, ta, hs256.firstSight))
 	})
+}
+
+// okHandler answers like `respond "ok"`, counting its answers.
+func okHandler(count *countingHandler) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		count.calls++
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write(okBody)
+		return err
+	})
+}
+
+var okBody = []byte("ok")
+
+// serveBenchRequest serves one request made from base as Caddy makes it
+// (its own context and Replacer), with header as its Authorization
+// header, through ta (nil: straight to next).
+func serveBenchRequest(ta *TokenAuth, base *http.Request, w *discardWriter, srv *caddyhttp.Server, header []string, next caddyhttp.Handler) {
+	clear(w.h)
+	r := caddyhttp.PrepareRequest(base, caddy.NewReplacer(), w, srv)
+	if header != nil {
+		r.Header["Authorization"] = header
+	}
+	if ta == nil {
+		_ = next.ServeHTTP(w, r)
+	} else {
+		_ = ta.ServeHTTP(w, r, next)
+	}
 }
