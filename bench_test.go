@@ -593,3 +593,17 @@ func serveBenchRequest(ta *TokenAuth, base *http.Request, w *discardWriter, srv 
 		_ = ta.ServeHTTP(w, r, next)
 	}
 }
+
+// BenchmarkGuardCounter is the guard's count of an accepted request (one
+// Prometheus counter per realm and result, bound at Provision) from every
+// core at once (b.RunParallel; run with -cpu 1,2): what the one counter
+// the guarded path shares costs when two cores pass its cache line back
+// and forth (BENCHMARKS.md, issue 18 run 5).
+func BenchmarkGuardCounter(b *testing.B) {
+	ta := provisionBench(b, benchAlgorithms[0].key(b, b.TempDir()), &StoreConfig{Backend: "memory"}, 0)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ta.countGuard("accepted")
+		}
+	})
+}
