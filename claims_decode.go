@@ -313,7 +313,7 @@ func (d *claimsDecoder) claim(c *accessClaims, key []byte) error {
 	case "cnf":
 		err = d.confirmation(&c.CNF)
 	default:
-		reserved := reservedClaims[string(key)] // reserved, not an access token field (gen, id, typ)
+		reserved := reservedClaimBit(key) != 0 // reserved, not an access token field (gen, id, typ)
 		if !reserved && d.peek() == '"' {
 			// a custom claim that is a string, the common kind: read as
 			// str reads every other string (the same value encoding/json

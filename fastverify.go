@@ -178,6 +178,7 @@ func (ring *keyRing) keyOfHeader(headerSeg, wantTyp string) *jwtKey {
 type knownHeader struct {
 	segment, typ string
 	key          *jwtKey
+	kid          string // key.kid when listed
 }
 
 // knownHeaders lists the header segments signJSON writes with each key,
@@ -194,7 +195,7 @@ func knownHeaders(keys []*jwtKey) []knownHeader {
 			}
 			ring := keyRing{byKID: map[string]*jwtKey{k.kid: k}}
 			if ring.keyOfHeader(seg, typ) == k {
-				known = append(known, knownHeader{segment: seg, typ: typ, key: k})
+				known = append(known, knownHeader{segment: seg, typ: typ, key: k, kid: k.kid})
 			}
 		}
 	}
@@ -210,6 +211,17 @@ func (ring *keyRing) keyOfKnownHeader(headerSeg, wantTyp string) *jwtKey {
 		}
 	}
 	return nil
+}
+
+// headerSegment is the header segment signJSON writes with key for typ:
+// the listed one (made once, with the ring), else made now.
+func (ring *keyRing) headerSegment(key *jwtKey, typ string) (string, error) {
+	for i := range ring.headers {
+		if h := &ring.headers[i]; h.key == key && h.typ == typ && h.kid == key.kid {
+			return h.segment, nil
+		}
+	}
+	return headerSegment(key, typ)
 }
 
 // registeredClaimsValid checks the registered claims exactly as

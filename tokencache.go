@@ -142,11 +142,10 @@ func (c *tokenCache) forget(h uint64, e *cachedToken) {
 
 // put remembers the claims of a token that has just passed verification,
 // if it passed it before (see seenOnce).
-func (c *tokenCache) put(raw string, claims *accessClaims, now time.Time) {
-	if c == nil || len(raw) > maxCachedTokenSize {
-		return
+func (c *tokenCache) put(raw string, claims *accessClaims) {
+	if c != nil {
+		c.insert(raw, maphash.String(c.seed, raw), claims)
 	}
-	c.insert(raw, maphash.String(c.seed, raw), claims)
 }
 
 // insert is put with raw's hash from lookup.

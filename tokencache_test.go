@@ -189,16 +189,16 @@ func TestTokenCacheEvictsOldestFirst(t *testing.T) {
 		}
 	}
 	// each put twice: the second sight admits it
-	c.put(toks[0], claims, now)
-	c.put(toks[0], claims, now)
-	c.put(toks[0], claims, now) // a re-put is no new entry
-	c.put(toks[1], claims, now)
-	c.put(toks[1], claims, now)
+	c.put(toks[0], claims)
+	c.put(toks[0], claims)
+	c.put(toks[0], claims) // a re-put is no new entry
+	c.put(toks[1], claims)
+	c.put(toks[1], claims)
 	if c.get(toks[0], now) != nil || c.get(toks[1], now) != claims {
 		t.Fatal("want the older entry evicted for the newer")
 	}
-	c.put(toks[2], claims, now)
-	c.put(toks[2], claims, now)
+	c.put(toks[2], claims)
+	c.put(toks[2], claims)
 	if c.get(toks[1], now) != nil || c.get(toks[2], now) != claims || c.len() != 1 {
 		t.Fatalf("want only the newest entry, have %d entries", c.len())
 	}
@@ -221,7 +221,7 @@ func TestTokenCacheComparesTheWholeToken(t *testing.T) {
 	now := time.Now()
 	claims := &accessClaims{}
 	claims.ExpiresAt = jwtDate(now.Add(time.Minute))
-	c.put("token-a", claims, now)
+	c.put("token-a", claims)
 	// plant a colliding slot: same hash bucket content under another token
 	h := hashFor(c, "token-b")
 	sh := c.shard(h)

@@ -253,7 +253,7 @@ type tokenHeader struct {
 // a header map and the claims again.
 func (ts *tokenService) signJSON(typ string, claimsJSON []byte) (string, error) {
 	key := ts.keys.signer
-	header, err := headerSegment(key, typ)
+	header, err := ts.keys.headerSegment(key, typ) // fastverify.go
 	if err != nil {
 		return "", err
 	}
